@@ -1,0 +1,497 @@
+"""Lookahead (Zhang, Lucas, Hinton, Ba 2019) over plain parameters.
+
+The slow weights live in the optimizer state, so the user's params keep their
+structure and every optax/Flax wrapper keeps working. The synchronization is a
+``jax.lax.cond`` on a phase counter, so a training step compiles once and runs
+on any backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+__all__ = [
+    "InnerStateOnSync",
+    "LookaheadState",
+    "init_from_inner",
+    "lookahead",
+    "slow_params",
+]
+
+InnerStateOnSync = Literal["keep", "reset", "interpolate"]
+_INNER_STATE_CHOICES = ("keep", "reset", "interpolate")
+
+
+class LookaheadState(NamedTuple):
+    """State of :func:`lookahead`.
+
+    Attributes:
+      count: number of ``update`` calls so far (int32, saturating at its
+        maximum); the step at which a ``slow_step_size`` schedule is evaluated.
+      phase: steps since the last sync, in ``[0, sync_period)`` (int32). Sync
+        timing depends on this counter alone, so it stays right forever.
+      slow: the slow weights, a tree with the params' structure.
+      inner_state: the inner optimizer's state.
+      inner_state_at_sync: the inner state as it was after the last sync; kept
+        only by ``inner_state_on_sync='interpolate'`` (``None`` otherwise).
+    """
+
+    count: jax.Array
+    phase: jax.Array
+    slow: optax.Params
+    inner_state: optax.OptState
+    inner_state_at_sync: optax.OptState | None = None
+
+
+def _is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _concrete_scalar(name: str, value: Any) -> np.ndarray | None:
+    """Returns ``value`` as a 0-d NumPy array, or None when it is traced."""
+    if _is_tracer(value):
+        return None
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # noqa: BLE001 - reraised with the argument's name
+        raise ValueError(f"{name} must be a scalar number, got {value!r}") from error
+    if array.shape != ():
+        raise ValueError(f"{name} must be a scalar, got shape {array.shape}: {value!r}")
+    return array
+
+
+def _validate_sync_period(sync_period: Any) -> None:
+    if isinstance(sync_period, bool | np.bool_):
+        raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
+    array = _concrete_scalar("sync_period", sync_period)
+    if array is None:
+        return
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"sync_period must be an integer >= 1, got {sync_period!r} of dtype {array.dtype}"
+        )
+    if int(array) < 1:
+        raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
+
+
+def _validate_slow_step_size(slow_step_size: Any) -> None:
+    if callable(slow_step_size):
+        return
+    array = _concrete_scalar("slow_step_size", slow_step_size)
+    if array is None:
+        return
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(
+            f"slow_step_size must be a float in [0, 1] or a schedule, got {slow_step_size!r}"
+        )
+    if not 0.0 <= float(array) <= 1.0:  # also rejects NaN
+        raise ValueError(f"slow_step_size must be in [0, 1], got {slow_step_size!r}")
+
+
+def _leaf_paths(tree: Any) -> list[str]:
+    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
+
+
+def _check_floating_params(params: optax.Params) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"lookahead: params leaf {jax.tree_util.keystr(path) or '<root>'} has dtype "
+                f"{dtype}; Lookahead interpolates weights and needs floating-point params "
+                "(keep integer arrays out of the optimized tree, e.g. with optax.masked)"
+            )
+
+
+def _check_same_structure(name_a: str, tree_a: Any, name_b: str, tree_b: Any) -> None:
+    def_a = jax.tree.structure(tree_a)
+    def_b = jax.tree.structure(tree_b)
+    if def_a != def_b:
+        raise ValueError(
+            f"lookahead: {name_a} and {name_b} have different tree structures:\n"
+            f"  {name_a}: {def_a}\n  {name_b}: {def_b}"
+        )
+    for path, a, b in zip(
+        _leaf_paths(tree_a), jax.tree.leaves(tree_a), jax.tree.leaves(tree_b), strict=True
+    ):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(
+                f"lookahead: leaf {path or '<root>'} has shape {jnp.shape(a)} in {name_a} "
+                f"but {jnp.shape(b)} in {name_b}"
+            )
+
+
+def _copy_tree(tree: Any, dtype: Any = None) -> Any:
+    """Fresh buffers (never aliases), so params and state can both be donated."""
+    return jax.tree.map(lambda x: jnp.array(x, dtype=dtype, copy=True), tree)
+
+
+def _params_like_predicate(params: optax.Params) -> Callable[[Any], bool]:
+    """Matches subtrees of an optimizer state laid out like ``params``.
+
+    A subtree matches when it has the params' tree structure and every leaf is a
+    floating array of its param's shape: the moments of Adam, the momentum of
+    SGD and so on. Counters and injected hyperparameters do not match (unless the
+    params are themselves a single scalar, where the two cannot be told apart).
+    """
+    params_def = jax.tree.structure(params)
+    params_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
+
+    def is_params_like(node: Any) -> bool:
+        leaves, treedef = jax.tree.flatten(node)
+        if treedef != params_def:
+            return False
+        return all(
+            jnp.shape(leaf) == shape and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+            for leaf, shape in zip(leaves, params_shapes, strict=True)
+        )
+
+    return is_params_like
+
+
+def _interpolate_params_like(
+    current: optax.OptState,
+    at_last_sync: optax.OptState,
+    alpha: jax.Array,
+    params: optax.Params,
+) -> optax.OptState:
+    is_params_like = _params_like_predicate(params)
+
+    def move(now: Any, before: Any) -> Any:
+        if not is_params_like(now):
+            return now
+        return jax.tree.map(
+            lambda s, s0: (s0 + alpha.astype(s.dtype) * (s - s0)).astype(s.dtype), now, before
+        )
+
+    return jax.tree.map(move, current, at_last_sync, is_leaf=is_params_like)
+
+
+def lookahead(
+    inner: optax.GradientTransformation,
+    sync_period: int | jax.Array = 5,
+    slow_step_size: float | jax.Array | optax.Schedule = 0.5,
+    *,
+    inner_state_on_sync: InnerStateOnSync = "keep",
+    slow_dtype: Any = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Lookahead: k steps forward with ``inner``, then one step back.
+
+    With fast weights :math:`\theta` (the params the user holds), slow weights
+    :math:`\phi` (kept in the state), sync period :math:`k` and slow step size
+    :math:`\alpha_t`, each call does
+
+    .. math::
+
+      u_t &= \mathrm{inner}(g_t, \theta_t) \\
+      \text{if } (t + 1) \bmod k \ne 0:&\quad \theta_{t+1} = \theta_t + u_t,
+          \quad \phi \text{ untouched} \\
+      \text{else}:&\quad \phi \leftarrow \phi + \alpha_t (\theta_t + u_t - \phi),
+          \quad \theta_{t+1} = \phi
+
+    i.e. Algorithm 1 of the paper: the slow weights start equal to the initial
+    params and move after steps k, 2k, 3k, ... By hand, with :math:`\theta_0=1`,
+    gradient 1 every step, inner ``optax.sgd(0.1)``, k=3, alpha=0.5, the params
+    after steps 1..7 are .9 .8 .85 .75 .65 .70 .60.
+
+    On a non-sync step the returned updates are exactly the inner updates and the
+    slow weights pass through the ``lax.cond`` untouched (bitwise, whatever the
+    params hold, NaN included). At a sync the updates move the params onto the
+    new slow weights, and the slow weights are stored as the value
+    ``optax.apply_updates(params, updates)`` produces, so the two are bitwise
+    equal (same-dtype slow weights). Non-finite values at a sync propagate.
+
+    Inner state at a sync (``inner_state_on_sync``):
+
+    - ``'keep'`` (default, as the paper): the inner optimizer carries on.
+    - ``'reset'``: the inner state is re-initialised from the new params, as
+      ``inner.init`` does, so its counters restart too: bias correction and any
+      schedule inside the inner optimizer start over after every sync.
+    - ``'interpolate'``: every params-shaped floating subtree of the inner state
+      (moments, momentum) moves like the weights,
+      :math:`s \leftarrow s_{\mathrm{sync}} + \alpha (s - s_{\mathrm{sync}})`,
+      where :math:`s_{\mathrm{sync}}` is its value after the previous sync;
+      counters and hyperparameters continue. Only this option keeps that extra
+      copy of the inner state.
+
+    Cost: the state is the inner state plus one params-sized slow copy plus two
+    int32 scalars. Under ``jax.vmap`` with a batched state (e.g. over seeds) the
+    ``lax.cond`` becomes a ``select``: both branches run every step. Keep the
+    counters unbatched where possible (vmap the params and inner state only).
+
+    Args:
+      inner: the inner ("fast") optimizer. Extra arguments given to ``update``
+        are passed on to it.
+      sync_period: k, an integer >= 1 (any integer dtype).
+      slow_step_size: alpha in [0, 1], or an optax schedule evaluated at the
+        step count (the number of ``update`` calls so far, 0-based, as optax
+        schedules are).
+      inner_state_on_sync: ``'keep'``, ``'reset'`` or ``'interpolate'``.
+      slow_dtype: dtype of the slow weights; ``None`` keeps each param's dtype.
+        With e.g. ``jnp.float32`` over bf16 params, the slow weights are kept
+        unrounded, the updates are in the params' dtype and the params after a
+        sync are within 1 ulp of ``slow.astype(param_dtype)``.
+
+    Concrete ``sync_period`` and ``slow_step_size`` (Python, NumPy or concrete
+    JAX scalars) are validated here and raise ``ValueError`` naming the
+    argument. Traced values (e.g. from ``optax.inject_hyperparams`` under
+    ``jit``) cannot be checked and are used as given.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` whose state is a
+      :class:`LookaheadState`. ``update`` needs ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, lookax
+      >>> tx = lookax.lookahead(optax.sgd(0.1), sync_period=3, slow_step_size=0.5)
+      >>> params = jnp.array(1.0)
+      >>> state = tx.init(params)
+      >>> for _ in range(3):
+      ...     updates, state = tx.update(jnp.array(1.0), state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> print(f"{float(params):.2f}")
+      0.85
+
+    References:
+      Zhang, Lucas, Hinton, Ba, `Lookahead Optimizer: k steps forward, 1 step
+      back <https://arxiv.org/abs/1907.08610>`_, NeurIPS 2019 (Algorithm 1).
+    """
+    _validate_sync_period(sync_period)
+    _validate_slow_step_size(slow_step_size)
+    if inner_state_on_sync not in _INNER_STATE_CHOICES:
+        raise ValueError(
+            f"inner_state_on_sync must be one of {_INNER_STATE_CHOICES}, "
+            f"got {inner_state_on_sync!r}"
+        )
+    if slow_dtype is not None:
+        slow_dtype = jnp.dtype(slow_dtype)
+        if not jnp.issubdtype(slow_dtype, jnp.floating):
+            raise ValueError(f"slow_dtype must be a floating dtype or None, got {slow_dtype}")
+    inner = optax.with_extra_args_support(inner)
+    interpolate = inner_state_on_sync == "interpolate"
+
+    def init_fn(params: optax.Params) -> LookaheadState:
+        _check_floating_params(params)
+        inner_state = inner.init(params)
+        return LookaheadState(
+            count=jnp.zeros([], jnp.int32),
+            phase=jnp.zeros([], jnp.int32),
+            slow=_copy_tree(params, slow_dtype),
+            inner_state=inner_state,
+            inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
+        )
+
+    def update_fn(
+        updates: optax.Updates,
+        state: LookaheadState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, LookaheadState]:
+        if params is None:
+            raise ValueError(
+                "lookahead: update() requires params (the current fast weights): "
+                "call tx.update(grads, state, params)"
+            )
+        _check_same_structure("updates", updates, "params", params)
+        _check_same_structure("params", params, "state.slow", state.slow)
+
+        inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        alpha = slow_step_size(state.count) if callable(slow_step_size) else slow_step_size
+        alpha = jnp.asarray(alpha)
+        is_sync = state.phase + 1 >= sync_period
+
+        def sync(operands):
+            inner_updates, slow, inner_state, inner_state_at_sync = operands
+
+            def move_leaf(p, u, s):
+                fast = (p + u).astype(s.dtype)
+                target = s + alpha.astype(s.dtype) * (fast - s)
+                sync_update = (target - p).astype(p.dtype)
+                # The barrier pins the rounded update, so the stored slow weight
+                # is computed exactly as optax.apply_updates will compute it.
+                sync_update = jax.lax.optimization_barrier(sync_update)
+                stored = target if slow_dtype is not None else (p + sync_update).astype(p.dtype)
+                return sync_update, stored
+
+            moved = jax.tree.map(move_leaf, params, inner_updates, slow)
+            sync_updates, new_slow = jax.tree.transpose(
+                jax.tree.structure(params), jax.tree.structure((0, 0)), moved
+            )
+            if inner_state_on_sync == "reset":
+                new_params = jax.tree.map(
+                    lambda p, u: (p + u).astype(p.dtype), params, sync_updates
+                )
+                inner_state = _reset_like(inner.init(new_params), inner_state)
+            elif interpolate:
+                inner_state = _interpolate_params_like(
+                    inner_state, inner_state_at_sync, alpha, params
+                )
+                inner_state_at_sync = inner_state
+            return sync_updates, new_slow, inner_state, inner_state_at_sync
+
+        def no_sync(operands):
+            return operands
+
+        if inner_state_on_sync == "keep":
+            # Only what a sync changes crosses the cond.
+            cond_inner, cond_at_sync = None, None
+        else:
+            cond_inner, cond_at_sync = inner_state, state.inner_state_at_sync
+        new_updates, new_slow, cond_inner, cond_at_sync = jax.lax.cond(
+            is_sync, sync, no_sync, (inner_updates, state.slow, cond_inner, cond_at_sync)
+        )
+        if inner_state_on_sync == "keep":
+            cond_inner = inner_state
+        new_state = LookaheadState(
+            count=optax.safe_increment(state.count),
+            phase=jnp.where(is_sync, 0, state.phase + 1).astype(jnp.int32),
+            slow=new_slow,
+            inner_state=cond_inner,
+            inner_state_at_sync=cond_at_sync,
+        )
+        return new_updates, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _reset_like(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:
+    """Fresh inner state, each leaf given the dtype of the leaf it replaces.
+
+    ``lax.cond`` needs both branches to agree on types; the cast also keeps
+    weakly-typed initial values from widening the state.
+    """
+    return jax.tree.map(
+        lambda new, old: jnp.asarray(new, dtype=jnp.result_type(old)), fresh, current
+    )
+
+
+def init_from_inner(
+    tx: optax.GradientTransformation,
+    params: optax.Params,
+    inner_state: optax.OptState,
+) -> LookaheadState:
+    """Starts Lookahead mid-run from an existing inner optimizer state.
+
+    The slow weights start as a copy of the current ``params`` (a fresh k-cycle
+    with count 0), and the inner optimizer carries on from ``inner_state``, so
+    switching a running ``inner`` to ``lookahead(inner, ...)`` changes nothing
+    until the first sync, k steps later.
+
+    Args:
+      tx: the ``lookahead(inner, ...)`` transformation to continue with.
+      params: the current params (fast weights).
+      inner_state: the state of ``inner`` as the running training left it.
+
+    Returns:
+      A :class:`LookaheadState` to use with ``tx.update``. To finish training on
+      the slow weights, export ``lookax.slow_params(state, params)``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, lookax
+      >>> inner = optax.adam(1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> inner_state = inner.init(params)  # ... after some training
+      >>> tx = lookax.lookahead(inner, sync_period=5)
+      >>> state = lookax.init_from_inner(tx, params, inner_state)
+    """
+    fresh = tx.init(params)
+    if not isinstance(fresh, LookaheadState):
+        raise TypeError(
+            f"init_from_inner: tx must be a lookax.lookahead(...) transformation, its init "
+            f"returned {type(fresh).__name__}"
+        )
+    if jax.tree.structure(fresh.inner_state) != jax.tree.structure(inner_state):
+        raise ValueError(
+            "init_from_inner: inner_state does not match the inner optimizer's state:\n"
+            f"  expected: {jax.tree.structure(fresh.inner_state)}\n"
+            f"  got:      {jax.tree.structure(inner_state)}"
+        )
+    at_sync = None if fresh.inner_state_at_sync is None else _copy_tree(inner_state)
+    return fresh._replace(inner_state=inner_state, inner_state_at_sync=at_sync)
+
+
+def _is_lookahead_state(node: Any) -> bool:
+    return isinstance(node, LookaheadState)
+
+
+def _is_masked_node(node: Any) -> bool:
+    return isinstance(node, optax.MaskedNode)
+
+
+def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -> Any:
+    """The slow weights held by the Lookahead states inside ``opt_state``.
+
+    Searches any (nested) optimizer state: ``optax.chain``, ``optax.masked``,
+    ``optax.multi_transform``, ``inject_hyperparams``, ``MultiSteps``, a Flax
+    ``TrainState.opt_state`` or the state of an ``nnx.Optimizer``. For nested
+    Lookahead it returns the outermost slow weights.
+
+    Args:
+      opt_state: an optimizer state containing at least one ``LookaheadState``.
+      params: optional current params. Given, the result is a full params-shaped
+        tree (in the params' dtypes): slow weights where Lookahead runs, the
+        params elsewhere, which is what a model is evaluated on.
+
+    Returns:
+      The slow weights (without ``params``: as stored, in the slow dtype; where
+      Lookahead runs on a subset, the other leaves are ``optax.MaskedNode``).
+
+    Raises:
+      ValueError: if ``opt_state`` holds no ``LookaheadState``, or the slow
+        weights do not line up with ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, lookax
+      >>> tx = optax.chain(optax.clip_by_global_norm(1.0), lookax.lookahead(optax.adam(1e-3)))
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = tx.init(params)
+      >>> eval_params = lookax.slow_params(state, params)
+    """
+    found = [
+        node
+        for node in jax.tree.leaves(opt_state, is_leaf=_is_lookahead_state)
+        if _is_lookahead_state(node)
+    ]
+    if not found:
+        raise ValueError(
+            "slow_params: no LookaheadState found in opt_state; is lookax.lookahead(...) "
+            "part of this optimizer?"
+        )
+    if params is None:
+        if len(found) == 1:
+            return found[0].slow
+        base = jax.tree.map(lambda _: optax.MaskedNode(), found[0].slow, is_leaf=_is_masked_node)
+        return _merge_slow(base, found, cast=False)
+    return _merge_slow(params, found, cast=True)
+
+
+def _merge_slow(base: Any, found: list[LookaheadState], cast: bool) -> Any:
+    base_leaves, base_def = jax.tree.flatten(base, is_leaf=_is_masked_node)
+    merged = list(base_leaves)
+    for state in found:
+        slow_leaves, slow_def = jax.tree.flatten(state.slow, is_leaf=_is_masked_node)
+        if len(slow_leaves) != len(base_leaves):
+            raise ValueError(
+                "slow_params: the slow weights do not line up with params:\n"
+                f"  params: {base_def}\n  slow:   {slow_def}"
+            )
+        for i, (slow_leaf, base_leaf) in enumerate(zip(slow_leaves, base_leaves, strict=True)):
+            if _is_masked_node(slow_leaf):
+                continue
+            if cast and not _is_masked_node(base_leaf) and base_leaf is not None:
+                slow_leaf = _cast_like(slow_leaf, base_leaf)
+            merged[i] = slow_leaf
+    return jax.tree.unflatten(base_def, merged)
+
+
+def _cast_like(value: Any, like: Any) -> Any:
+    dtype = getattr(like, "dtype", None)
+    if dtype is None or getattr(value, "dtype", None) in (None, dtype):
+        return value
+    return value.astype(dtype)

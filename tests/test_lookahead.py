@@ -1,0 +1,602 @@
+"""lookax.lookahead against a NumPy Algorithm 1, optax.lookahead and its own guarantees."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax.training import train_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lookax
+
+TREE_SHAPES = {"kernel": (3, 4, 2), "bias": (5,), "scalar": ()}
+INNER_CHOICES = ("sgd_momentum", "adam")
+SYNC_CHOICES = ("keep", "reset", "interpolate")
+LR = {"sgd_momentum": 0.05, "adam": 0.02}
+
+
+def random_tree(rng: np.random.Generator, leading: tuple[int, ...] = ()) -> dict:
+    return {
+        name: rng.normal(size=leading + shape).astype(np.float32)
+        for name, shape in TREE_SHAPES.items()
+    }
+
+
+def make_inner(name: str) -> optax.GradientTransformation:
+    if name == "sgd_momentum":
+        return optax.sgd(LR[name], momentum=0.9)
+    return optax.adam(LR[name])
+
+
+# --- A NumPy reference: the paper's Algorithm 1, written step by step. -------------------
+
+
+class NumpySgdMomentum:
+    def init(self, params):
+        return {"count": 0, "trace": {k: np.zeros_like(v) for k, v in params.items()}}
+
+    def step(self, grads, state):
+        trace = {k: grads[k] + np.float32(0.9) * state["trace"][k] for k in grads}
+        updates = {k: -np.float32(LR["sgd_momentum"]) * v for k, v in trace.items()}
+        return updates, {"count": state["count"] + 1, "trace": trace}
+
+    moment_keys = ("trace",)
+
+
+class NumpyAdam:
+    """optax.adam's arithmetic: (1 - b) rounded from double, b ** t in float32."""
+
+    b1, b2, eps = np.float32(0.9), np.float32(0.999), np.float32(1e-8)
+    one_minus_b1, one_minus_b2 = np.float32(1 - 0.9), np.float32(1 - 0.999)
+
+    def init(self, params):
+        zeros = {k: np.zeros_like(v) for k, v in params.items()}
+        return {"count": 0, "mu": zeros, "nu": {k: v.copy() for k, v in zeros.items()}}
+
+    def step(self, grads, state):
+        count = state["count"] + 1
+        mu = {k: self.one_minus_b1 * g + self.b1 * state["mu"][k] for k, g in grads.items()}
+        nu = {k: self.one_minus_b2 * g * g + self.b2 * state["nu"][k] for k, g in grads.items()}
+        bc1 = np.float32(1) - self.b1 ** np.float32(count)
+        bc2 = np.float32(1) - self.b2 ** np.float32(count)
+        updates = {
+            k: -np.float32(LR["adam"]) * (mu[k] / bc1) / (np.sqrt(nu[k] / bc2) + self.eps)
+            for k in grads
+        }
+        return updates, {"count": count, "mu": mu, "nu": nu}
+
+    moment_keys = ("mu", "nu")
+
+
+NUMPY_INNER = {"sgd_momentum": NumpySgdMomentum(), "adam": NumpyAdam()}
+
+
+def numpy_lookahead(params, grads_stream, k, alpha, inner, on_sync):
+    """Algorithm 1: k inner steps on the fast weights, then slow += alpha * (fast - slow)."""
+    fast = {n: v.copy() for n, v in params.items()}
+    slow = {n: v.copy() for n, v in params.items()}
+    state = inner.init(fast)
+    state_at_sync = {key: {n: v.copy() for n, v in state[key].items()} for key in inner.moment_keys}
+    fast_path, slow_path = [], []
+    for t, grads in enumerate(grads_stream):
+        updates, state = inner.step(grads, state)
+        fast = {n: fast[n] + updates[n] for n in fast}
+        if (t + 1) % k == 0:
+            a = np.float32(alpha(t) if callable(alpha) else alpha)
+            slow = {n: slow[n] + a * (fast[n] - slow[n]) for n in slow}
+            fast = {n: v.copy() for n, v in slow.items()}
+            if on_sync == "reset":
+                state = inner.init(fast)
+            elif on_sync == "interpolate":
+                for key in inner.moment_keys:
+                    state[key] = {
+                        n: state_at_sync[key][n] + a * (state[key][n] - state_at_sync[key][n])
+                        for n in state[key]
+                    }
+                    state_at_sync[key] = {n: v.copy() for n, v in state[key].items()}
+        fast_path.append(fast)
+        slow_path.append(slow)
+    stack = lambda path: {n: np.stack([p[n] for p in path]) for n in TREE_SHAPES}  # noqa: E731
+    return stack(fast_path), stack(slow_path)
+
+
+@functools.cache
+def lookax_runner(inner_name: str, on_sync: str, schedule: bool = False):
+    """One compiled scan per (inner, option); k and alpha are traced arguments."""
+
+    def run(params, grads_stream, sync_period, alpha):
+        slow_step_size = (lambda count: alpha[count]) if schedule else alpha
+        tx = lookax.lookahead(
+            make_inner(inner_name), sync_period, slow_step_size, inner_state_on_sync=on_sync
+        )
+
+        def step(carry, grads):
+            params, state = carry
+            updates, state = tx.update(grads, state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, state), (params, state.slow)
+
+        _, path = jax.lax.scan(step, (params, tx.init(params)), grads_stream)
+        return path
+
+    return jax.jit(run)
+
+
+@settings(deadline=None, max_examples=12, derandomize=True)
+@given(
+    inner_name=st.sampled_from(INNER_CHOICES),
+    on_sync=st.sampled_from(SYNC_CHOICES),
+    sync_period=st.integers(1, 7),
+    alpha=st.floats(0.0, 1.0, width=32),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_numpy_algorithm_1(inner_name, on_sync, sync_period, alpha, seed):
+    rng = np.random.default_rng(seed)
+    params = random_tree(rng)
+    grads = random_tree(rng, leading=(24,))
+    fast, slow = lookax_runner(inner_name, on_sync)(
+        params, grads, jnp.int32(sync_period), jnp.float32(alpha)
+    )
+    grads_stream = [{n: v[t] for n, v in grads.items()} for t in range(24)]
+    ref_fast, ref_slow = numpy_lookahead(
+        params, grads_stream, sync_period, alpha, NUMPY_INNER[inner_name], on_sync
+    )
+    for name in TREE_SHAPES:
+        np.testing.assert_allclose(fast[name], ref_fast[name], rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(slow[name], ref_slow[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_slow_step_size_schedule_is_evaluated_at_the_step_count():
+    rng = np.random.default_rng(0)
+    params, grads = random_tree(rng), random_tree(rng, leading=(12,))
+    alphas = np.linspace(0.1, 0.9, 12).astype(np.float32)  # a different alpha at every step
+    fast, slow = lookax_runner("adam", "keep", schedule=True)(params, grads, 3, alphas)
+    grads_stream = [{n: v[t] for n, v in grads.items()} for t in range(12)]
+    ref_fast, ref_slow = numpy_lookahead(
+        params, grads_stream, 3, lambda t: alphas[t], NUMPY_INNER["adam"], "keep"
+    )
+    for name in TREE_SHAPES:
+        np.testing.assert_allclose(slow[name], ref_slow[name], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(fast[name], ref_fast[name], rtol=1e-6, atol=1e-6)
+
+
+def test_hand_computed_trajectory():
+    tx = lookax.lookahead(optax.sgd(0.1), sync_period=3, slow_step_size=0.5)
+    params = jnp.float32(1.0)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    path = []
+    for _ in range(7):
+        updates, state = step(jnp.float32(1.0), state, params)
+        params = optax.apply_updates(params, updates)
+        path.append(float(params))
+    np.testing.assert_allclose(path, [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60], rtol=1e-6)
+
+
+def test_slow_weights_match_optax_lookahead():
+    rng = np.random.default_rng(1)
+    params = random_tree(rng)
+    grads = random_tree(rng, leading=(30,))
+    inner = optax.sgd(0.05, momentum=0.9)
+
+    ours = lookax.lookahead(inner, sync_period=4, slow_step_size=0.6)
+    theirs = optax.lookahead(inner, sync_period=4, slow_step_size=0.6)
+
+    @jax.jit
+    def run(params, grads):
+        def step(carry, g):
+            p, s, lp, ls = carry
+            u, s = ours.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            lu, ls = theirs.update(g, ls, lp)
+            lp = optax.apply_updates(lp, lu)
+            return (p, s, lp, ls), (s.slow, lp.slow)
+
+        lparams = optax.LookaheadParams.init_synced(params)
+        carry = (params, ours.init(params), lparams, theirs.init(lparams))
+        return jax.lax.scan(step, carry, grads)[1]
+
+    our_slow, their_slow = run(params, grads)
+    for name in TREE_SHAPES:
+        np.testing.assert_allclose(our_slow[name], their_slow[name], rtol=1e-6, atol=1e-7)
+    # The runs moved: the comparison is not between two copies of the initial params.
+    assert not np.allclose(our_slow["kernel"][-1], params["kernel"])
+
+
+# --- Exactness and the non-sync branch. ------------------------------------------------
+
+
+@settings(deadline=None, max_examples=10, derandomize=True)
+@given(
+    dtype=st.sampled_from(["float32", "bfloat16", "float16"]),
+    alpha=st.floats(0.0625, 0.9375, width=32),
+    seed=st.integers(0, 2**16),
+)
+def test_apply_updates_lands_bitwise_on_slow_weights(dtype, alpha, seed):
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda x: jnp.asarray(x, dtype), random_tree(rng))
+    grads = jax.tree.map(lambda x: jnp.asarray(x, dtype), random_tree(rng, leading=(6,)))
+    params_after, slow_after = _exactness_runner(dtype)(params, grads, jnp.float32(alpha))
+    # Syncs happen after steps 2, 4, 6 (k=2).
+    for t in (1, 3, 5):
+        for name in TREE_SHAPES:
+            assert params_after[name].dtype == jnp.dtype(dtype)
+            np.testing.assert_array_equal(
+                np.asarray(params_after[name][t]).reshape(-1).view(np.uint8),
+                np.asarray(slow_after[name][t]).reshape(-1).view(np.uint8),
+            )
+
+
+@functools.cache
+def _exactness_runner(dtype):
+    del dtype  # one compiled function per params dtype
+
+    def run(params, grads, alpha):
+        tx = lookax.lookahead(optax.adam(0.3), sync_period=2, slow_step_size=alpha)
+
+        def step(carry, g):
+            p, s = carry
+            u, s = tx.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            return (p, s), (p, s.slow)
+
+        return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
+
+    return jax.jit(run)
+
+
+def test_wide_slow_dtype_keeps_unrounded_slow_weights_within_one_ulp():
+    rng = np.random.default_rng(3)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), random_tree(rng))
+    tx = lookax.lookahead(optax.adam(0.05), 3, 0.37, slow_dtype=jnp.float32)
+    state = tx.init(params)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.slow))
+    step = jax.jit(tx.update)
+    syncs = 0
+    for t in range(30):
+        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+        updates, state = step(grads, state, params)
+        assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+        params = optax.apply_updates(params, updates)
+        if (t + 1) % 3 == 0:
+            syncs += 1
+            for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True):
+                rounded = np.asarray(s.astype(jnp.bfloat16), np.float32)
+                actual = np.asarray(p, np.float32)
+                magnitude = np.maximum(np.abs(rounded), np.float32(2.0**-126))
+                bf16_ulp = 2.0 ** (np.floor(np.log2(magnitude)) - 7)
+                assert np.all(np.abs(actual - rounded) <= bf16_ulp)
+    assert syncs == 10
+
+
+def _update_jaxpr(tx, params):
+    state = tx.init(params)
+    grads = jax.tree.map(jnp.ones_like, params)
+    closed = jax.make_jaxpr(lambda g, s, p: tx.update(g, s, p))(grads, state, params)
+    n_grads = len(jax.tree.leaves(grads))
+    n_slow = len(jax.tree.leaves(state.slow))
+    slow_in = closed.jaxpr.invars[n_grads + 2 : n_grads + 2 + n_slow]
+    n_updates = len(jax.tree.leaves(params))
+    slow_out = closed.jaxpr.outvars[n_updates + 2 : n_updates + 2 + n_slow]
+    conds = [eqn for eqn in closed.jaxpr.eqns if eqn.primitive.name == "cond"]
+    return slow_in, slow_out, conds, closed
+
+
+def _uses(eqn, var) -> bool:
+    return any(operand is var for operand in eqn.invars)
+
+
+def _index(variables, var) -> int:
+    return next(i for i, candidate in enumerate(variables) if candidate is var)
+
+
+@pytest.mark.parametrize("on_sync", SYNC_CHOICES)
+def test_non_sync_branch_neither_reads_nor_writes_slow_weights(on_sync):
+    params = {n: jnp.zeros(s) for n, s in TREE_SHAPES.items()}
+    tx = lookax.lookahead(optax.adam(1e-3), 5, 0.5, inner_state_on_sync=on_sync)
+    slow_in, slow_out, conds, closed = _update_jaxpr(tx, params)
+    assert len(conds) == 1, closed
+    (cond,) = conds
+    no_sync, sync = cond.params["branches"]
+    # Nothing outside the cond touches the slow weights.
+    for eqn in closed.jaxpr.eqns:
+        if eqn is not cond:
+            assert not any(_uses(eqn, var) for var in slow_in), eqn
+    for var_in, var_out in zip(slow_in, slow_out, strict=True):
+        position = _index(cond.invars[1:], var_in)
+        branch_var = no_sync.jaxpr.invars[position]
+        out_position = _index(cond.outvars, var_out)
+        assert no_sync.jaxpr.outvars[out_position] is branch_var  # passed through
+        assert not any(_uses(eqn, branch_var) for eqn in no_sync.jaxpr.eqns)  # never read
+        # The sync branch does compute with it (so this check can fail).
+        assert any(_uses(eqn, sync.jaxpr.invars[position]) for eqn in sync.jaxpr.eqns)
+
+
+def test_slow_weights_bitwise_unchanged_off_sync_even_with_nan_fast_weights():
+    params = {"w": jnp.arange(4.0), "b": jnp.float32(2.0)}
+    tx = lookax.lookahead(optax.sgd(0.1), sync_period=3)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    slow_before = jax.tree.map(np.asarray, state.slow)
+    nan_params = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
+    for _ in range(2):  # steps 1 and 2 of a 3-cycle: no sync
+        _, state = step(jax.tree.map(jnp.ones_like, params), state, nan_params)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.slow), slow_before)
+    # At the sync, non-finite values propagate as in the paper.
+    _, state = step(jax.tree.map(jnp.ones_like, params), state, nan_params)
+    assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.slow))
+
+
+def test_donated_jitted_step_compiles_once_and_init_never_aliases():
+    params = {n: jnp.ones(s) for n, s in TREE_SHAPES.items()}
+    tx = lookax.lookahead(optax.adam(1e-2), sync_period=3, inner_state_on_sync="interpolate")
+    state = tx.init(params)
+    for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True):
+        assert p.unsafe_buffer_pointer() != s.unsafe_buffer_pointer()
+    buffers = [leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(state)]
+    assert len(set(buffers)) == len(buffers)
+    traces = []
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def train_step(params, state, grads):
+        traces.append(1)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    grads = jax.tree.map(jnp.ones_like, params)
+    for _ in range(10):
+        params, state = train_step(params, state, grads)
+    assert len(traces) == 1
+    assert int(state.count) == 10 and int(state.phase) == 1
+
+
+def test_alpha_one_reproduces_inner_and_alpha_zero_returns_to_start():
+    rng = np.random.default_rng(5)
+    params, grads = random_tree(rng), random_tree(rng, leading=(12,))
+    run = lookax_runner("adam", "keep")
+    fast_one, _ = run(params, grads, 4, jnp.float32(1.0))
+    inner = make_inner("adam")
+
+    def inner_step(carry, g):
+        p, s = carry
+        u, s = inner.update(g, s, p)
+        p = optax.apply_updates(p, u)
+        return (p, s), p
+
+    inner_path = jax.lax.scan(inner_step, (params, inner.init(params)), grads)[1]
+    for name in TREE_SHAPES:
+        np.testing.assert_allclose(fast_one[name], inner_path[name], rtol=1e-6, atol=1e-7)
+
+    fast_zero, slow_zero = run(params, grads, 4, jnp.float32(0.0))
+    for t in (3, 7, 11):
+        for name in TREE_SHAPES:
+            np.testing.assert_array_equal(fast_zero[name][t], params[name])
+            np.testing.assert_array_equal(slow_zero[name][t], params[name])
+    assert not np.allclose(fast_zero["bias"][5], params["bias"])  # it moved between syncs
+
+
+def test_sync_timing_survives_counter_saturation():
+    tx = lookax.lookahead(optax.sgd(0.1), sync_period=3, slow_step_size=0.5)
+    params = jnp.float32(1.0)
+    state = tx.init(params)._replace(count=jnp.int32(np.iinfo(np.int32).max - 4))
+    step = jax.jit(tx.update)
+    phases, counts = [], []
+    for _ in range(9):
+        updates, state = step(jnp.float32(1.0), state, params)
+        params = optax.apply_updates(params, updates)
+        phases.append(int(state.phase))
+        counts.append(int(state.count))
+        if phases[-1] == 0:
+            assert float(params) == float(state.slow)
+    assert phases == [1, 2, 0] * 3
+    assert counts[-1] == np.iinfo(np.int32).max  # saturated, never wrapped
+
+
+# --- Inner state at a sync. -------------------------------------------------------------
+
+
+def _two_cycles(on_sync):
+    params = {"w": jnp.array([1.0, -2.0]), "b": jnp.float32(0.5)}
+    inner = optax.adam(0.1)
+    tx = lookax.lookahead(inner, sync_period=2, slow_step_size=0.5, inner_state_on_sync=on_sync)
+    state = tx.init(params)
+    history = [state]
+    for t in range(4):
+        grads = jax.tree.map(lambda p, t=t: jnp.full_like(p, t + 1.0), params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        history.append(state)
+    return inner, params, history
+
+
+def test_reset_reinitialises_inner_state_counters_included():
+    inner, params, history = _two_cycles("reset")
+    after_sync = history[4].inner_state
+    chex.assert_trees_all_equal(after_sync, inner.init(params))
+    assert int(after_sync[0].count) == 0
+
+
+def test_interpolate_moves_moments_like_weights_and_counters_continue():
+    _, _, keep_history = _two_cycles("keep")
+    _, _, history = _two_cycles("interpolate")
+    # After the first sync (step 2) the moments are halfway from their initial zeros.
+    adam_kept = keep_history[2].inner_state[0]
+    adam_interp = history[2].inner_state[0]
+    chex.assert_trees_all_close(adam_interp.mu, jax.tree.map(lambda m: 0.5 * m, adam_kept.mu))
+    chex.assert_trees_all_close(adam_interp.nu, jax.tree.map(lambda v: 0.5 * v, adam_kept.nu))
+    assert int(adam_interp.count) == 2
+    chex.assert_trees_all_equal(history[2].inner_state_at_sync, history[2].inner_state)
+    assert keep_history[2].inner_state_at_sync is None
+
+
+# --- Arguments and bad input. -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"sync_period": 0}, "sync_period"),
+        ({"sync_period": -3}, "sync_period"),
+        ({"sync_period": 2.5}, "sync_period"),
+        ({"sync_period": True}, "sync_period"),
+        ({"sync_period": jnp.float32(3.0)}, "sync_period"),
+        ({"sync_period": np.array([2, 3])}, "sync_period"),
+        ({"slow_step_size": -0.1}, "slow_step_size"),
+        ({"slow_step_size": 1.5}, "slow_step_size"),
+        ({"slow_step_size": float("nan")}, "slow_step_size"),
+        ({"slow_step_size": jnp.float32(2.0)}, "slow_step_size"),
+        ({"slow_step_size": "half"}, "slow_step_size"),
+        ({"inner_state_on_sync": "average"}, "inner_state_on_sync"),
+        ({"slow_dtype": jnp.int32}, "slow_dtype"),
+    ],
+)
+def test_invalid_hyperparameters_raise_naming_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        lookax.lookahead(optax.sgd(0.1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "sync_period", [1, np.int64(4), np.uint8(2), jnp.int16(3), jnp.asarray(5, jnp.int32)]
+)
+def test_valid_sync_period_of_any_integer_dtype(sync_period):
+    tx = lookax.lookahead(optax.sgd(0.1), sync_period=sync_period, slow_step_size=np.float64(1))
+    params = jnp.ones(2)
+    state = tx.init(params)
+    for _ in range(int(sync_period)):
+        updates, state = tx.update(jnp.ones(2), state, params)
+        params = optax.apply_updates(params, updates)
+    assert int(state.phase) == 0
+
+
+def test_traced_hyperparameters_are_accepted_unchecked():
+    @jax.jit
+    def one_step(k, alpha):
+        tx = lookax.lookahead(optax.sgd(1.0), k, alpha)
+        params = jnp.zeros(())
+        updates, state = tx.update(jnp.float32(-1.0), tx.init(params), params)
+        return optax.apply_updates(params, updates), state.phase
+
+    params, phase = one_step(jnp.int32(1), jnp.float32(0.25))  # sync after one step
+    assert float(params) == 0.25 and int(phase) == 0
+
+
+def test_update_without_params_raises():
+    tx = lookax.lookahead(optax.sgd(0.1))
+    state = tx.init(jnp.ones(3))
+    with pytest.raises(ValueError, match="requires params"):
+        tx.update(jnp.ones(3), state)
+
+
+def test_mismatched_structures_raise_naming_the_mismatch():
+    tx = lookax.lookahead(optax.sgd(0.1))
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match="updates and params"):
+        tx.update({"a": jnp.ones(3)}, state, params)
+    with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\) in updates"):
+        tx.update({"a": jnp.ones(3), "b": jnp.ones(4)}, state, params)
+    with pytest.raises(ValueError, match="state.slow"):
+        tx.update({"c": jnp.ones(3)}, state, {"c": jnp.ones(3)})
+
+
+def test_integer_params_are_rejected():
+    tx = lookax.lookahead(optax.sgd(0.1))
+    with pytest.raises(TypeError, match=r"\['steps'\] has dtype int32"):
+        tx.init({"w": jnp.ones(2), "steps": jnp.zeros(2, jnp.int32)})
+
+
+def test_extra_args_reach_the_inner_optimizer():
+    seen = []
+
+    def update_fn(updates, state, params=None, *, loss=None, **extra):
+        seen.append(loss)
+        return jax.tree.map(lambda g: -loss * g, updates), state
+
+    inner = optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
+    tx = lookax.lookahead(inner, sync_period=10)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    params = jnp.ones(2)
+    updates, _ = tx.update(jnp.ones(2), tx.init(params), params, loss=3.0, unrelated=1)
+    assert seen == [3.0]
+    np.testing.assert_array_equal(updates, -3.0 * np.ones(2))
+
+
+# --- Finding the slow weights. ----------------------------------------------------------
+
+
+def _trained(tx, params, steps=5):
+    state = tx.init(params)
+    for _ in range(steps):
+        updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+        params = optax.apply_updates(params, updates)
+    return params, state
+
+
+def test_slow_params_in_a_chain_and_nested_lookahead():
+    params = {"w": jnp.ones(3), "b": jnp.zeros(())}
+    tx = optax.chain(optax.clip_by_global_norm(1.0), lookax.lookahead(optax.sgd(0.1), 2))
+    params, state = _trained(tx, params)
+    chex.assert_trees_all_equal(lookax.slow_params(state), state[1].slow)
+    chex.assert_trees_all_equal(lookax.slow_params(state, params), state[1].slow)
+
+    nested = lookax.lookahead(lookax.lookahead(optax.sgd(0.1), 2), 3)
+    params, state = _trained(nested, {"w": jnp.ones(3)}, steps=7)
+    chex.assert_trees_all_equal(lookax.slow_params(state), state.slow)
+    assert not np.array_equal(state.slow["w"], state.inner_state.slow["w"])
+
+
+def test_slow_params_fills_untouched_leaves_from_params():
+    params = {"encoder": jnp.ones(3), "head": jnp.ones(2)}
+    labels = {"encoder": "lookahead", "head": "plain"}
+    tx = optax.multi_transform(
+        {"lookahead": lookax.lookahead(optax.sgd(0.1), 2, 0.5), "plain": optax.sgd(0.1)},
+        labels,
+    )
+    params, state = _trained(tx, params, steps=3)
+    full = lookax.slow_params(state, params)
+    assert jax.tree.structure(full) == jax.tree.structure(params)
+    np.testing.assert_array_equal(full["head"], params["head"])
+    # after step 2 the encoder synced to 1 - 0.5 * 0.2 = 0.9; step 3 moved the fast weights on.
+    np.testing.assert_allclose(full["encoder"], 0.9 * np.ones(3), rtol=1e-6)
+    assert not np.allclose(params["encoder"], full["encoder"])
+
+
+def test_slow_params_on_a_train_state_and_without_lookahead():
+    params = {"w": jnp.ones(3)}
+    state = train_state.TrainState.create(
+        apply_fn=lambda p, x: p["w"] @ x, params=params, tx=lookax.lookahead(optax.adam(0.1), 2)
+    )
+    state = state.apply_gradients(grads={"w": jnp.ones(3)})
+    assert lookax.slow_params(state.opt_state, state.params)["w"].shape == (3,)
+    with pytest.raises(ValueError, match="no LookaheadState"):
+        lookax.slow_params(optax.adam(0.1).init(params))
+
+
+def test_adopting_lookahead_mid_run_continues_the_inner_optimizer():
+    inner = optax.adam(0.1)
+    params = {"w": jnp.array([1.0, 2.0, 3.0])}
+    grads = {"w": jnp.array([0.5, -1.0, 2.0])}
+    inner_state = inner.init(params)
+    for _ in range(4):  # a run that started without Lookahead
+        updates, inner_state = inner.update(grads, inner_state, params)
+        params = optax.apply_updates(params, updates)
+    tx = lookax.lookahead(inner, sync_period=3, slow_step_size=0.5)
+    state = lookax.init_from_inner(tx, params, inner_state)
+    chex.assert_trees_all_equal(state.slow, params)
+    plain_params, plain_state = params, inner_state
+    for _ in range(2):  # before the first sync: exactly the inner optimizer
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        plain_updates, plain_state = inner.update(grads, plain_state, plain_params)
+        plain_params = optax.apply_updates(plain_params, plain_updates)
+    chex.assert_trees_all_equal(params, plain_params)
+    chex.assert_trees_all_equal(state.inner_state, plain_state)
+    with pytest.raises(ValueError, match="inner_state does not match"):
+        lookax.init_from_inner(tx, params, optax.sgd(0.1).init(params))
