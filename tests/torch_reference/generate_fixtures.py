@@ -1,0 +1,789 @@
+"""Regenerate the PyTorch golden trajectories that tests/test_torch_parity.py checks lookax against.
+
+Set-up (once; torch is needed only here, never by the test suite)::
+
+    pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    pip install --no-deps lion-pytorch
+
+Run from the repository root::
+
+    python tests/torch_reference/generate_fixtures.py
+
+It writes ``tests/fixtures/torch_trajectories_float32.npz`` and ``..._float64.npz``.
+
+The problem. A parameter tree with a 4-D kernel in torch layout (out, in, kh, kw), a matrix in
+torch layout (out, in), a vector and a scalar. The gradient at step t (0-based) is, per leaf,
+
+    g_t = c * (p_t - target) + n_t * d
+
+with fixed arrays ``c`` (positive), ``target``, ``d`` and a bounded scalar stream ``n_t``. The
+params start 1 to 2 away from the target in every coordinate, so gradients stay large for most
+of the run. Before writing anything the generator checks, for every setting:
+
+- conditioning: a 1e-7 relative perturbation of the initial params grows by at most
+  ``MAX_AMPLIFICATION`` over the run (float64), and torch float32 stays within
+  ``MAX_F32_VS_F64`` of torch float64 on the same (float32-representable) inputs, so float32
+  rounding alone cannot reach the parity tolerance;
+- the params move (at least ``MIN_MOVE`` of their scale);
+- Lion: every coordinate of the interpolated momentum ``b1 * m + (1 - b1) * g`` stays above
+  ``MIN_LION_MOMENTUM`` in magnitude (its sign() would otherwise flip on rounding);
+- Ranger: the Ranger2020 reference equals ``torch.optim.RAdam`` on centralized gradients inside
+  Lookahead (what lookax.ranger composes) to 1e-13 in float64.
+
+It prints these numbers per setting and stores them in the manifest. Float64 runs use torch's
+default dtype float64 (see ``run_torch``). Fixture bytes are deterministic: regenerating with the
+same versions changes nothing.
+
+Every array a run needs is stored in each file, in that file's dtype; the lookax side computes
+the same expression from the same arrays. Each setting records the lookax function, its kwargs
+(a learning-rate schedule is a JSON description ``{"schedule": optax_name, "kwargs": {...}}``),
+the torch class, kwargs and LR scheduler, and, for scheduled runs, the learning rate torch used
+at each step (``lr/<setting>``). Params are stored after the steps in ``STORE_STEPS``.
+"""
+
+import json
+import math
+import sys
+import zipfile
+from pathlib import Path
+
+import lion_pytorch
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ranger2020 import Ranger2020  # noqa: E402
+
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures"
+NUM_STEPS = 200
+STORE_STEPS = (1, 2, 3, 5, 6, 7, 10, 20, 50, 100, 150, 200)
+SEED = 20240615
+LEAF_SHAPES = {  # torch layout: output axis first
+    "kernel": (6, 4, 3, 2),  # (out, in, kh, kw)
+    "matrix": (6, 5),
+    "vector": (5,),
+    "scalar": (),
+}
+# Gates on the data, checked for every setting before anything is written:
+# float32 rounding alone (torch float32 vs torch float64 on the same float32-representable
+# inputs) must stay below the parity tolerance, else the test would measure rounding order;
+MAX_F32_VS_F64 = 1e-5
+# a relative perturbation of the initial params must not grow by more than this factor over
+# the run (float64), else the dynamics are too sensitive for a trajectory comparison;
+PERTURBATION = 1e-7
+MAX_AMPLIFICATION = 10.0
+MIN_LION_MOMENTUM = 1e-2
+MIN_MOVE = 5e-3
+
+
+# --- learning-rate schedules: an optax schedule description and the same values in Python ---
+
+
+def step_decay(init_value, every, factor):
+    """optax.exponential_decay(staircase=True) <-> torch StepLR(step_size=every, gamma=factor)."""
+    desc = {
+        "schedule": "exponential_decay",
+        "kwargs": {
+            "init_value": init_value,
+            "transition_steps": every,
+            "decay_rate": factor,
+            "staircase": True,
+        },
+    }
+    torch_sched = {"class": "StepLR", "kwargs": {"step_size": every, "gamma": factor}}
+    return desc, torch_sched
+
+
+def exponential(init_value, gamma):
+    """optax.exponential_decay(transition_steps=1) <-> torch ExponentialLR(gamma)."""
+    desc = {
+        "schedule": "exponential_decay",
+        "kwargs": {"init_value": init_value, "transition_steps": 1, "decay_rate": gamma},
+    }
+    torch_sched = {"class": "ExponentialLR", "kwargs": {"gamma": gamma}}
+    return desc, torch_sched
+
+
+def warmup_cosine(init_value, peak_value, warmup_steps, decay_steps, end_value):
+    """optax.warmup_cosine_decay_schedule <-> torch LambdaLR with the same formula."""
+    desc = {
+        "schedule": "warmup_cosine_decay_schedule",
+        "kwargs": {
+            "init_value": init_value,
+            "peak_value": peak_value,
+            "warmup_steps": warmup_steps,
+            "decay_steps": decay_steps,
+            "end_value": end_value,
+        },
+    }
+    torch_sched = {"class": "LambdaLR", "kwargs": {"warmup_cosine": desc["kwargs"]}}
+    return desc, torch_sched
+
+
+def warmup_cosine_value(step, init_value, peak_value, warmup_steps, decay_steps, end_value):
+    """The value optax.warmup_cosine_decay_schedule gives at a 0-based step, in float64."""
+    if step < warmup_steps:
+        return init_value + (peak_value - init_value) * step / warmup_steps
+    count = min(step - warmup_steps, decay_steps - warmup_steps)
+    alpha = end_value / peak_value
+    cosine = 0.5 * (1.0 + math.cos(math.pi * count / (decay_steps - warmup_steps)))
+    return peak_value * ((1.0 - alpha) * cosine + alpha)
+
+
+def make_torch_scheduler(optimizer, spec, base_lr):
+    if spec is None:
+        return None
+    cls, kwargs = spec["class"], spec["kwargs"]
+    if cls == "LambdaLR":
+        wc = kwargs["warmup_cosine"]
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine_value(step, **wc) / base_lr
+        )
+    return getattr(torch.optim.lr_scheduler, cls)(optimizer, **kwargs)
+
+
+# --- the settings ---
+
+
+def setting(
+    name,
+    optimizer,
+    lookax_kwargs,
+    torch_class,
+    torch_kwargs,
+    schedule=None,
+    layout="torch",
+):
+    """One case. ``schedule`` is (optax description, torch scheduler spec) or None."""
+    lookax_kwargs = dict(lookax_kwargs)
+    torch_scheduler = None
+    if schedule is not None:
+        desc, torch_scheduler = schedule
+        lookax_kwargs["learning_rate"] = desc
+        torch_kwargs = dict(torch_kwargs, lr=desc["kwargs"].get("init_value"))
+        if desc["schedule"] == "warmup_cosine_decay_schedule":
+            torch_kwargs["lr"] = desc["kwargs"]["peak_value"]
+    return {
+        "name": name,
+        "optimizer": optimizer,
+        "lookax_kwargs": lookax_kwargs,
+        "lookax_layout": layout,
+        "torch_class": torch_class,
+        "torch_kwargs": torch_kwargs,
+        "torch_scheduler": torch_scheduler,
+    }
+
+
+SGD, ADAGRAD, RMSPROP = "torch.optim.SGD", "torch.optim.Adagrad", "torch.optim.RMSprop"
+ADADELTA, ADAM, ADAMW = "torch.optim.Adadelta", "torch.optim.Adam", "torch.optim.AdamW"
+NADAM, RADAM = "torch.optim.NAdam", "torch.optim.RAdam"
+LION, RANGER = "lion_pytorch.Lion", "ranger2020.Ranger2020"
+
+# Settings named *_large_eps use an eps comparable to sqrt(v) so that its placement (inside
+# or outside the root, on the bias-corrected or the raw second moment) shows in the trajectory;
+# at the default eps it is invisible with gradients of this size.
+SETTINGS = [
+    # SGD
+    setting("sgd_plain", "sgd", {"learning_rate": 0.05}, SGD, {"lr": 0.05}),
+    setting(
+        "sgd_momentum_zero",
+        "sgd",
+        {"learning_rate": 0.05, "momentum": 0.0},
+        SGD,
+        {"lr": 0.05, "momentum": 0.0},
+    ),
+    setting(
+        "sgd_momentum",
+        "sgd",
+        {"learning_rate": 0.02, "momentum": 0.9},
+        SGD,
+        {"lr": 0.02, "momentum": 0.9},
+    ),
+    setting(
+        "sgd_momentum_dampening",
+        "sgd",
+        {"learning_rate": 0.02, "momentum": 0.9, "dampening": 0.5},
+        SGD,
+        {"lr": 0.02, "momentum": 0.9, "dampening": 0.5},
+    ),
+    setting(
+        "sgd_nesterov",
+        "sgd",
+        {"learning_rate": 0.02, "momentum": 0.9, "nesterov": True},
+        SGD,
+        {"lr": 0.02, "momentum": 0.9, "nesterov": True},
+    ),
+    setting(
+        "sgd_weight_decay",
+        "sgd",
+        {"learning_rate": 0.05, "weight_decay": 0.1},
+        SGD,
+        {"lr": 0.05, "weight_decay": 0.1},
+    ),
+    setting(
+        "sgd_nesterov_weight_decay",
+        "sgd",
+        {"learning_rate": 0.02, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
+        SGD,
+        {"lr": 0.02, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
+    ),
+    setting(
+        "sgd_momentum_steplr",
+        "sgd",
+        {"momentum": 0.9},
+        SGD,
+        {"momentum": 0.9},
+        schedule=step_decay(0.03, 50, 0.5),
+    ),
+    # Adagrad
+    setting("adagrad_default", "adagrad", {}, ADAGRAD, {}),
+    setting(
+        "adagrad_lr_decay",
+        "adagrad",
+        {"learning_rate": 0.1, "lr_decay": 0.01},
+        ADAGRAD,
+        {"lr": 0.1, "lr_decay": 0.01},
+    ),
+    setting(
+        "adagrad_weight_decay",
+        "adagrad",
+        {"learning_rate": 0.1, "weight_decay": 0.1},
+        ADAGRAD,
+        {"lr": 0.1, "weight_decay": 0.1},
+    ),
+    setting(
+        "adagrad_initial_accumulator",
+        "adagrad",
+        {"learning_rate": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6},
+        ADAGRAD,
+        {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6},
+    ),
+    setting(
+        "adagrad_large_eps",
+        "adagrad",
+        {"learning_rate": 0.1, "eps": 0.1},
+        ADAGRAD,
+        {"lr": 0.1, "eps": 0.1},
+    ),
+    # RMSprop
+    setting("rmsprop_default", "rmsprop", {}, RMSPROP, {}),
+    setting(
+        "rmsprop_momentum",
+        "rmsprop",
+        {"learning_rate": 2e-3, "momentum": 0.9, "decay": 0.95},
+        RMSPROP,
+        {"lr": 2e-3, "momentum": 0.9, "alpha": 0.95},
+    ),
+    setting(
+        "rmsprop_centered",
+        "rmsprop",
+        {"learning_rate": 5e-3, "centered": True, "eps": 1e-6},
+        RMSPROP,
+        {"lr": 5e-3, "centered": True, "eps": 1e-6},
+    ),
+    setting(
+        "rmsprop_centered_large_eps",
+        "rmsprop",
+        {"learning_rate": 5e-3, "centered": True, "eps": 0.05},
+        RMSPROP,
+        {"lr": 5e-3, "centered": True, "eps": 0.05},
+    ),
+    setting(
+        "rmsprop_centered_momentum_weight_decay",
+        "rmsprop",
+        {"learning_rate": 2e-3, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
+        RMSPROP,
+        {"lr": 2e-3, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
+    ),
+    setting(
+        "rmsprop_momentum_exponentiallr",
+        "rmsprop",
+        {"momentum": 0.9},
+        RMSPROP,
+        {"momentum": 0.9},
+        schedule=exponential(3e-3, 0.99),
+    ),
+    # Adadelta
+    setting("adadelta_default", "adadelta", {}, ADADELTA, {}),
+    setting(
+        "adadelta_lr_weight_decay",
+        "adadelta",
+        {"learning_rate": 2.0, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.1},
+        ADADELTA,
+        {"lr": 2.0, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.1},
+    ),
+    setting(
+        "adadelta_large_eps",
+        "adadelta",
+        {"eps": 1e-3},
+        ADADELTA,
+        {"eps": 1e-3},
+    ),
+    # Adam
+    setting("adam_default", "adam", {}, ADAM, {}),
+    setting(
+        "adam_tuned",
+        "adam",
+        {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6},
+        ADAM,
+        {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6},
+    ),
+    setting(
+        "adam_weight_decay",
+        "adam",
+        {"learning_rate": 1e-2, "weight_decay": 0.1},
+        ADAM,
+        {"lr": 1e-2, "weight_decay": 0.1},
+    ),
+    setting(
+        "adam_amsgrad",
+        "adam",
+        {"learning_rate": 1e-2, "amsgrad": True},
+        ADAM,
+        {"lr": 1e-2, "amsgrad": True},
+    ),
+    setting(
+        "adam_large_eps",
+        "adam",
+        {"learning_rate": 1e-2, "eps": 0.05},
+        ADAM,
+        {"lr": 1e-2, "eps": 0.05},
+    ),
+    setting(
+        "adam_warmup_cosine",
+        "adam",
+        {},
+        ADAM,
+        {},
+        schedule=warmup_cosine(1e-3, 2e-2, 20, 200, 1e-3),
+    ),
+    # AdamW
+    setting("adamw_default", "adamw", {}, ADAMW, {}),
+    setting(
+        "adamw_weight_decay",
+        "adamw",
+        {"learning_rate": 1e-2, "weight_decay": 0.1},
+        ADAMW,
+        {"lr": 1e-2, "weight_decay": 0.1},
+    ),
+    setting(
+        "adamw_amsgrad",
+        "adamw",
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "amsgrad": True},
+        ADAMW,
+        {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True},
+    ),
+    setting(
+        "adamw_steplr",
+        "adamw",
+        {"weight_decay": 0.2},
+        ADAMW,
+        {"weight_decay": 0.2},
+        schedule=step_decay(1e-2, 40, 0.6),
+    ),
+    # NAdam
+    setting("nadam_default", "nadam", {}, NADAM, {}),
+    setting(
+        "nadam_weight_decay",
+        "nadam",
+        {"learning_rate": 1e-2, "weight_decay": 0.1},
+        NADAM,
+        {"lr": 1e-2, "weight_decay": 0.1},
+    ),
+    setting(
+        "nadam_decoupled_weight_decay",
+        "nadam",
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        NADAM,
+        {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+    ),
+    setting(
+        "nadam_momentum_decay",
+        "nadam",
+        {"learning_rate": 5e-3, "b1": 0.95, "momentum_decay": 1e-2},
+        NADAM,
+        {"lr": 5e-3, "betas": (0.95, 0.999), "momentum_decay": 1e-2},
+    ),
+    setting(
+        "nadam_large_eps",
+        "nadam",
+        {"learning_rate": 1e-2, "eps": 0.05},
+        NADAM,
+        {"lr": 1e-2, "eps": 0.05},
+    ),
+    # RAdam
+    setting("radam_default", "radam", {}, RADAM, {}),
+    setting(
+        "radam_tuned",
+        "radam",
+        {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99},
+        RADAM,
+        {"lr": 1e-2, "betas": (0.8, 0.99)},
+    ),
+    setting(
+        "radam_weight_decay",
+        "radam",
+        {"learning_rate": 1e-2, "weight_decay": 0.1},
+        RADAM,
+        {"lr": 1e-2, "weight_decay": 0.1},
+    ),
+    setting(
+        "radam_decoupled_weight_decay",
+        "radam",
+        {"learning_rate": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        RADAM,
+        {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+    ),
+    setting(
+        "radam_large_eps",
+        "radam",
+        {"learning_rate": 1e-2, "b2": 0.99, "eps": 0.05},
+        RADAM,
+        {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 0.05},
+    ),
+    setting(
+        "radam_exponentiallr",
+        "radam",
+        {},
+        RADAM,
+        {},
+        schedule=exponential(1e-2, 0.995),
+    ),
+    # Lion
+    setting("lion_default", "lion", {}, LION, {}),
+    setting(
+        "lion_tuned",
+        "lion",
+        {"learning_rate": 2e-3, "b1": 0.95, "b2": 0.98},
+        LION,
+        {"lr": 2e-3, "betas": (0.95, 0.98)},
+    ),
+    setting(
+        "lion_weight_decay",
+        "lion",
+        {"learning_rate": 2e-3, "weight_decay": 1.0},
+        LION,
+        {"lr": 2e-3, "weight_decay": 1.0},
+    ),
+    setting(
+        "lion_steplr",
+        "lion",
+        {},
+        LION,
+        {},
+        schedule=step_decay(2e-3, 60, 0.5),
+    ),
+    # Ranger 2020.9.4 at weight_decay=0; torch layout, hence gc_output_axis=0.
+    setting("ranger_default", "ranger", {"gc_output_axis": 0}, RANGER, {}),
+    setting(
+        "ranger_tuned",
+        "ranger",
+        {"learning_rate": 3e-2, "gc_output_axis": 0},
+        RANGER,
+        {"lr": 3e-2},
+    ),
+    setting(
+        "ranger_no_gc",
+        "ranger",
+        {"learning_rate": 3e-2, "use_gc": False},
+        RANGER,
+        {"lr": 3e-2, "use_gc": False},
+    ),
+    setting(
+        "ranger_gc_conv_only",
+        "ranger",
+        {"learning_rate": 3e-2, "gc_output_axis": 0, "gc_conv_only": True},
+        RANGER,
+        {"lr": 3e-2, "gc_conv_only": True},
+    ),
+    setting(
+        "ranger_lookahead_options",
+        "ranger",
+        {
+            "learning_rate": 1e-2,
+            "b1": 0.9,
+            "b2": 0.99,
+            "eps": 1e-6,
+            "sync_period": 5,
+            "slow_step_size": 0.8,
+            "gc_output_axis": 0,
+        },
+        RANGER,
+        {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 1e-6, "k": 5, "alpha": 0.8},
+    ),
+    setting(
+        "ranger_large_eps",
+        "ranger",
+        {"learning_rate": 3e-2, "eps": 0.05, "gc_output_axis": 0},
+        RANGER,
+        {"lr": 3e-2, "eps": 0.05},
+    ),
+    # The same torch run, but lookax gets the tree in Flax layout (output axis last) with the
+    # default gc_output_axis=-1; the test transposes kernel and matrix both ways.
+    setting(
+        "ranger_flax_layout",
+        "ranger",
+        {"learning_rate": 3e-2},
+        RANGER,
+        {"lr": 3e-2},
+        layout="flax",
+    ),
+    setting(
+        "ranger_warmup_cosine",
+        "ranger",
+        {"gc_output_axis": 0},
+        RANGER,
+        {},
+        schedule=warmup_cosine(1e-3, 1e-2, 20, 200, 1e-4),
+    ),
+]
+
+
+# --- the problem and the runs ---
+
+
+def make_problem():
+    """The problem's arrays, float32-representable so both files hold the same values.
+
+    Targets are 0.5 to 1.5 away from 0 and the scalar leaf starts on the far side of its
+    target, so no leaf's max|p| comes near 0 (the relative error divides by it).
+    """
+    rng = np.random.default_rng(SEED)
+    problem = {}
+    for name, shape in LEAF_SHAPES.items():
+        target = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 1.5, shape)
+        sign = np.sign(target) if shape == () else rng.choice([-1.0, 1.0], shape)
+        problem[name] = {
+            "p0": target + sign * rng.uniform(1.0, 2.0, shape),
+            "c": rng.uniform(0.5, 1.5, shape),
+            "target": target,
+            "d": rng.uniform(-0.2, 0.2, shape),
+        }
+    noise = rng.uniform(-1.0, 1.0, NUM_STEPS)
+    as_f32 = lambda x: np.asarray(x, np.float32).astype(np.float64)
+    problem = {n: {k: as_f32(v) for k, v in leaf.items()} for n, leaf in problem.items()}
+    return problem, as_f32(noise)
+
+
+class RAdamInLookaheadWithGC(torch.optim.RAdam):
+    """torch.optim.RAdam on centralized gradients, inside Lookahead (keeping RAdam's state).
+
+    This is what lookax.ranger composes; at weight decay 0 it must equal Ranger 2020.9.4,
+    which the generator checks against Ranger2020 before writing anything.
+    """
+
+    def __init__(self, params, lr=1e-3, alpha=0.5, k=6, betas=(0.95, 0.999), eps=1e-5, **gc):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, foreach=False)
+        self.sync_period, self.slow_step_size = k, alpha
+        self.use_gc = gc.get("use_gc", True)
+        self.min_gc_ndim = 4 if gc.get("gc_conv_only", False) else 2
+        self.params = [p for g in self.param_groups for p in g["params"]]
+        self.slow = [p.detach().clone() for p in self.params]
+        self.count = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for p in self.params:
+            if self.use_gc and p.grad.dim() >= self.min_gc_ndim:
+                rows = p.grad.reshape(p.grad.shape[0], -1)
+                p.grad = (rows - rows.mean(dim=1, keepdim=True)).reshape(p.grad.shape)
+        super().step()
+        self.count += 1
+        if self.count % self.sync_period == 0:
+            for p, slow in zip(self.params, self.slow, strict=True):
+                slow.add_(p - slow, alpha=self.slow_step_size)
+                p.copy_(slow)
+
+
+COMPOSITION = "RAdamInLookaheadWithGC"
+
+
+def make_optimizer(spec, params):
+    cls, kwargs = spec["torch_class"], dict(spec["torch_kwargs"])
+    if cls == COMPOSITION:
+        return RAdamInLookaheadWithGC(params, **kwargs)
+    if cls == LION:
+        return lion_pytorch.Lion(params, **kwargs)
+    if cls == RANGER:
+        return Ranger2020(params, **kwargs)
+    kwargs["foreach"] = False
+    return getattr(torch.optim, cls.rsplit(".", 1)[1])(params, **kwargs)
+
+
+def run_torch(spec, problem, noise, dtype):
+    """Run one setting for NUM_STEPS; returns (stored params, lrs, min |Lion momentum|).
+
+    Float64 runs set torch's default dtype to float64 for their duration: torch.optim keeps
+    its scalar state (``step``, NAdam's ``mu_product``) in float32 unless the default dtype is
+    float64, which would make a float64 NAdam reference only float32-accurate (1e-11 off).
+    """
+    previous_default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        return _run_torch(spec, problem, noise, dtype)
+    finally:
+        torch.set_default_dtype(previous_default)
+
+
+def _run_torch(spec, problem, noise, dtype):
+    names = list(LEAF_SHAPES)
+    params = [torch.nn.Parameter(torch.tensor(problem[n]["p0"], dtype=dtype)) for n in names]
+    consts = {
+        k: [torch.tensor(problem[n][k], dtype=dtype) for n in names] for k in ("c", "target", "d")
+    }
+    noise_t = torch.tensor(noise, dtype=dtype)
+    optimizer = make_optimizer(spec, params)
+    base_lr = optimizer.param_groups[0]["lr"]
+    scheduler = make_torch_scheduler(optimizer, spec["torch_scheduler"], base_lr)
+    stored = {n: [] for n in names}
+    lrs = []
+    min_lion_momentum = math.inf
+    for t in range(NUM_STEPS):
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.grad = consts["c"][i] * (p - consts["target"][i]) + noise_t[t] * consts["d"][i]
+        if spec["torch_class"] == LION:
+            b1 = optimizer.param_groups[0]["betas"][0]
+            for p in params:
+                m = optimizer.state[p].get("exp_avg", torch.zeros_like(p))
+                c_t = m * b1 + p.grad * (1.0 - b1)
+                min_lion_momentum = min(min_lion_momentum, c_t.abs().min().item())
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if t + 1 in STORE_STEPS:
+            for n, p in zip(names, params, strict=True):
+                stored[n].append(p.detach().numpy().copy())
+    return {n: np.stack(v) for n, v in stored.items()}, np.array(lrs), min_lion_momentum
+
+
+def relative_errors(a, b):
+    """Per leaf, the worst over stored steps of max|a - b| / max|b|."""
+    errors = {}
+    for n in a:
+        worst = 0.0
+        for x, y in zip(a[n], b[n], strict=True):
+            x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            worst = max(worst, float(np.max(np.abs(x64 - y64)) / np.max(np.abs(y64))))
+        errors[n] = worst
+    return errors
+
+
+def check_ranger_reference(problem, noise):
+    """Ranger2020 at weight decay 0 == torch RAdam on centralized gradients inside Lookahead."""
+    for spec in SETTINGS:
+        if spec["torch_class"] != RANGER:
+            continue
+        assert spec["torch_kwargs"].get("weight_decay", 0.0) == 0.0
+        ranger = run_torch(spec, problem, noise, torch.float64)[0]
+        composed = run_torch(dict(spec, torch_class=COMPOSITION), problem, noise, torch.float64)[0]
+        err = max(relative_errors(ranger, composed).values())
+        print(f"Ranger2020 vs RAdam+GC+Lookahead, {spec['name']}: {err:.1e}")
+        assert err < 1e-13, (spec["name"], err)
+
+
+def write_npz(path, arrays):
+    """np.savez_compressed with fixed timestamps, so regenerating changes no bytes."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+
+
+def main():
+    torch.set_num_threads(1)
+    problem, noise = make_problem()
+    names = [s["name"] for s in SETTINGS]
+    assert len(set(names)) == len(names), "duplicate setting names"
+    check_ranger_reference(problem, noise)
+    runs = {}
+    for dtype_name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+        for spec in SETTINGS:
+            runs[dtype_name, spec["name"]] = run_torch(spec, problem, noise, dtype)
+    rng = np.random.default_rng(SEED + 1)
+    perturbed_problem = {
+        n: dict(leaf, p0=leaf["p0"] * (1.0 + PERTURBATION * rng.choice([-1.0, 1.0], shape)))
+        for (n, leaf), shape in zip(problem.items(), LEAF_SHAPES.values(), strict=True)
+    }
+    perturbed = {
+        spec["name"]: run_torch(spec, perturbed_problem, noise, torch.float64)[0]
+        for spec in SETTINGS
+    }
+
+    summary, problems = [], []
+    for spec in SETTINGS:
+        name = spec["name"]
+        traj32, lrs32, lion32 = runs["float32", name]
+        traj64, lrs64, lion64 = runs["float64", name]
+        per_leaf = relative_errors(traj32, traj64)
+        conditioning = max(per_leaf.values())
+        worst_leaf = max(per_leaf, key=per_leaf.get)
+        amplification = max(relative_errors(perturbed[name], traj64).values()) / PERTURBATION
+        moved = max(
+            float(np.max(np.abs(traj64[n][-1] - p0)) / np.max(np.abs(p0)))
+            for n, p0 in ((n, problem[n]["p0"]) for n in LEAF_SHAPES)
+        )
+        spec["float32_vs_float64_max_rel"] = conditioning
+        spec["perturbation_amplification"] = amplification
+        spec["max_relative_move"] = moved
+        if spec["torch_class"] == LION:
+            spec["min_abs_lion_momentum"] = min(lion32, lion64)
+            if spec["min_abs_lion_momentum"] < MIN_LION_MOMENTUM:
+                problems.append(f"{name}: Lion momentum comes near 0 ({lion32}, {lion64})")
+        if conditioning > MAX_F32_VS_F64:
+            problems.append(f"{name}: float32 vs float64 differ by {conditioning:.2e}")
+        if amplification > MAX_AMPLIFICATION:
+            problems.append(f"{name}: perturbations grow {amplification:.1f}x")
+        if moved < MIN_MOVE:
+            problems.append(f"{name}: params barely move ({moved:.2e})")
+        lion = spec.get("min_abs_lion_momentum")
+        summary.append((name, worst_leaf, conditioning, amplification, moved, lion))
+    print(
+        f"{'setting':40s} {'f32 vs f64':>10s} {'(leaf)':>8s} {'amplif.':>8s} {'moved':>7s}"
+        f" {'min|c_t|':>9s}"
+    )
+    for name, leaf, conditioning, amplification, moved, lion in summary:
+        lion_str = "" if lion is None else f"{lion:9.3g}"
+        print(
+            f"{name:40s} {conditioning:10.2e} {leaf:>8s} {amplification:8.2f} {moved:7.3f}"
+            f" {lion_str}"
+        )
+    if problems:
+        raise SystemExit("refusing to write fixtures:\n" + "\n".join(problems))
+
+    FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
+    for dtype_name, np_dtype in (("float32", np.float32), ("float64", np.float64)):
+        arrays = {
+            "steps": np.array(STORE_STEPS, np.int32),
+            "problem/noise": noise.astype(np_dtype),
+        }
+        for n in LEAF_SHAPES:
+            for k, v in problem[n].items():
+                arrays[f"problem/{n}/{k}"] = v.astype(np_dtype)
+        manifest = {
+            "num_steps": NUM_STEPS,
+            "dtype": dtype_name,
+            "leaves": {n: list(s) for n, s in LEAF_SHAPES.items()},
+            "layout": "torch (output axis first)",
+            "generator": "tests/torch_reference/generate_fixtures.py",
+            "torch_version": torch.__version__,
+            "settings": [],
+        }
+        for spec in SETTINGS:
+            traj, lrs, _ = runs[dtype_name, spec["name"]]
+            for n in LEAF_SHAPES:
+                arrays[f"traj/{spec['name']}/{n}"] = traj[n]
+            if spec["torch_scheduler"] is not None:
+                arrays[f"lr/{spec['name']}"] = lrs
+            manifest["settings"].append(dict(spec, dtype=dtype_name))
+        arrays["manifest"] = np.array(json.dumps(manifest, indent=1))
+        path = FIXTURE_DIR / f"torch_trajectories_{dtype_name}.npz"
+        write_npz(path, arrays)
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()
