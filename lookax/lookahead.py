@@ -128,8 +128,17 @@ def _check_same_structure(name_a: str, tree_a: Any, name_b: str, tree_b: Any) ->
 
 
 def _copy_tree(tree: Any, dtype: Any = None) -> Any:
-    """Fresh buffers (never aliases), so params and state can both be donated."""
-    return jax.tree.map(lambda x: jnp.array(x, dtype=dtype, copy=True), tree)
+    """Fresh buffers (never aliases), so params and state can both be donated.
+
+    The dtype is always given explicitly, so a weakly-typed leaf (``jnp.array(1.0)``)
+    gives a strongly-typed copy: the type ``update`` returns, so the state's type does
+    not change after the first step and a jitted step does not compile twice.
+    """
+
+    def copy(x: Any) -> jax.Array:
+        return jnp.array(x, dtype=jnp.result_type(x) if dtype is None else dtype, copy=True)
+
+    return jax.tree.map(copy, tree)
 
 
 def _params_like_predicate(params: optax.Params) -> Callable[[Any], bool]:
@@ -298,6 +307,12 @@ def lookahead(
                 "lookahead: update() requires params (the current fast weights): "
                 "call tx.update(grads, state, params)"
             )
+        if not isinstance(state, LookaheadState):
+            raise TypeError(
+                "lookahead: state must be the LookaheadState that tx.init returned, got "
+                f"{type(state).__name__}; is it another optimizer's state, or a checkpoint "
+                "restored without a target? (restore into jax.eval_shape(tx.init, params))"
+            )
         _check_same_structure("updates", updates, "params", params)
         _check_same_structure("params", params, "state.slow", state.slow)
 
@@ -312,7 +327,10 @@ def lookahead(
             def move_leaf(p, u, s):
                 fast = (p + u).astype(s.dtype)
                 target = s + alpha.astype(s.dtype) * (fast - s)
-                sync_update = (target - p).astype(p.dtype)
+                # Returned in the inner update's dtype, as the no-sync branch returns it;
+                # it can be wider than the params' (float32 hyperparameters injected over
+                # bf16 params promote the inner updates), and the widening is exact.
+                sync_update = (target - p).astype(p.dtype).astype(u.dtype)
                 # The barrier pins the rounded update, so the stored slow weight
                 # is computed exactly as optax.apply_updates will compute it.
                 sync_update = jax.lax.optimization_barrier(sync_update)
@@ -320,9 +338,12 @@ def lookahead(
                 return sync_update, stored
 
             moved = jax.tree.map(move_leaf, params, inner_updates, slow)
-            sync_updates, new_slow = jax.tree.transpose(
-                jax.tree.structure(params), jax.tree.structure((0, 0)), moved
-            )
+            if jax.tree.leaves(params):
+                sync_updates, new_slow = jax.tree.transpose(
+                    jax.tree.structure(params), jax.tree.structure((0, 0)), moved
+                )
+            else:  # an empty tree ({}, (), ...): nothing to move, and transpose needs leaves
+                sync_updates, new_slow = inner_updates, slow
             if inner_state_on_sync == "reset":
                 new_params = jax.tree.map(
                     lambda p, u: (p + u).astype(p.dtype), params, sync_updates
@@ -343,6 +364,12 @@ def lookahead(
             cond_inner, cond_at_sync = None, None
         else:
             cond_inner, cond_at_sync = inner_state, state.inner_state_at_sync
+            if interpolate:
+                # The copy takes the inner state's current types: an inner optimizer whose
+                # state changes dtype on its first update (bf16 moments promoted by float32
+                # injected hyperparameters) would otherwise give the cond's branches
+                # different types.
+                cond_at_sync = _reset_like(cond_at_sync, inner_state)
         new_updates, new_slow, cond_inner, cond_at_sync = jax.lax.cond(
             is_sync, sync, no_sync, (inner_updates, state.slow, cond_inner, cond_at_sync)
         )
@@ -361,14 +388,38 @@ def lookahead(
 
 
 def _reset_like(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:
-    """Fresh inner state, each leaf given the dtype of the leaf it replaces.
+    """Fresh inner state, each leaf given the type of the leaf it replaces.
 
     ``lax.cond`` needs both branches to agree on types; the cast also keeps
-    weakly-typed initial values from widening the state.
+    weakly-typed initial values from widening the state. Inside ``shard_map``
+    the type includes the mesh axes a value varies over: an ``init`` that
+    builds a leaf from constants (``jnp.full(shape, v)`` rather than
+    ``jnp.full_like(param, v)``) gives a device-invariant value, so it is cast
+    to vary like the leaf it replaces.
     """
-    return jax.tree.map(
-        lambda new, old: jnp.asarray(new, dtype=jnp.result_type(old)), fresh, current
-    )
+
+    def like(new: Any, old: Any) -> jax.Array:
+        return _vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
+
+    return jax.tree.map(like, fresh, current)
+
+
+def _varying_axes(x: Any) -> frozenset:
+    """The manual mesh axes ``x`` varies over inside ``shard_map`` (else empty)."""
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    if manual is not None:
+        return frozenset(manual.varying)
+    return frozenset(getattr(aval, "vma", ()))  # older jax
+
+
+def _vary_like(x: jax.Array, like: Any) -> jax.Array:
+    missing = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
+    if not missing:
+        return x
+    if hasattr(jax.lax, "pcast"):
+        return jax.lax.pcast(x, missing, to="varying")
+    return jax.lax.pvary(x, missing)  # older jax
 
 
 def init_from_inner(

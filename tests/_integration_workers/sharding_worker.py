@@ -1,0 +1,541 @@
+"""lookax.lookahead on 8 host devices: NamedSharding over a 2-D mesh, and jax.shard_map.
+
+Run by tests/test_sharding.py in its own process, because the device count must be set before
+jax is imported:
+
+    python sharding_worker.py OUT.json
+
+Each check runs in isolation and records {"ok": bool, "detail": str} under its name in OUT.json;
+the test asserts every expected check is there and passed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import AxisType, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import lookax  # noqa: E402
+
+SYNC_PERIOD = 3
+NUM_STEPS = 7  # two syncs, then one step into the third cycle
+ON_SYNC = ("keep", "reset", "interpolate")
+SPECS = {
+    "w": P("data", "model"),  # sharded over both mesh axes
+    "b": P("model"),
+    "v": P("data"),
+    "c": P(),  # a replicated scalar
+    "e": P(),  # a replicated vector
+}
+
+CHECKS: list[tuple[str, Callable[[], str]]] = []
+
+
+def check(name: str) -> Callable[[Callable[[], str]], Callable[[], str]]:
+    """Registers the decorated function as the check ``name``."""
+
+    def register(fn: Callable[[], str]) -> Callable[[], str]:
+        CHECKS.append((name, fn))
+        return fn
+
+    return register
+
+
+def run_checks() -> dict[str, dict]:
+    results = {}
+    for name, fn in CHECKS:
+        start = time.perf_counter()
+        try:
+            results[name] = {"ok": True, "detail": fn()}
+        except Exception:  # noqa: BLE001 - recorded for the test to report
+            results[name] = {"ok": False, "detail": traceback.format_exc()[-4000:]}
+        results[name]["seconds"] = round(time.perf_counter() - start, 2)
+    return results
+
+
+def host_params() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "w": rng.normal(size=(8, 16)).astype(np.float32),
+        "b": rng.normal(size=(16,)).astype(np.float32),
+        "v": rng.normal(size=(4,)).astype(np.float32),
+        "c": np.float32(0.7),
+        "e": rng.normal(size=(6,)).astype(np.float32),
+    }
+
+
+def make_mesh(axis_type: AxisType) -> jax.sharding.Mesh:
+    return jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
+
+
+def put(tree: dict, mesh: jax.sharding.Mesh, specs: dict) -> dict:
+    return {name: jax.device_put(tree[name], NamedSharding(mesh, specs[name])) for name in tree}
+
+
+def loss(params: dict) -> jax.Array:
+    # Elementwise terms plus a cross-device reduction, so the gradient is not trivially local.
+    return (
+        jnp.sum(jnp.sin(params["w"]) ** 2)
+        + jnp.sum(params["b"] ** 2) * jnp.mean(params["v"] ** 2)
+        + params["c"] ** 2
+        + jnp.sum(jnp.cos(params["e"]))
+    )
+
+
+def local_grads(params: dict) -> dict:
+    """A per-leaf gradient field that needs no communication (for shard_map)."""
+    return {
+        "w": jnp.cos(params["w"]) * params["w"],
+        "b": 2.0 * params["b"],
+        "v": params["v"] ** 3,
+        "c": 2.0 * params["c"],
+        "e": -jnp.sin(params["e"]),
+    }
+
+
+def make_tx(on_sync: str) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(1.0),
+        lookax.lookahead(optax.adam(0.05), sync_period=SYNC_PERIOD, inner_state_on_sync=on_sync),
+    )
+
+
+def params_like_subtrees(state, params) -> list[dict]:
+    """Every subtree of ``state`` laid out like ``params``: slow weights, moments, ..."""
+    params_def = jax.tree.structure(params)
+    is_like = lambda node: (  # noqa: E731
+        isinstance(node, dict) and jax.tree.structure(node) == params_def
+    )
+    return [node for node in jax.tree.leaves(state, is_leaf=is_like) if is_like(node)]
+
+
+def assert_state_sharded_like(state, params, expected_count: int, where: str) -> None:
+    subtrees = params_like_subtrees(state, params)
+    assert len(subtrees) == expected_count, (where, len(subtrees), expected_count)
+    for subtree in subtrees:
+        for name, leaf in subtree.items():
+            param = params[name]
+            assert leaf.shape == param.shape, (where, name)
+            assert leaf.sharding.is_equivalent_to(param.sharding, leaf.ndim), (
+                where,
+                name,
+                leaf.sharding,
+                param.sharding,
+            )
+
+
+def expected_params_like(on_sync: str) -> int:
+    # slow + adam's mu and nu (+ their copies at the last sync for 'interpolate')
+    return 5 if on_sync == "interpolate" else 3
+
+
+def lookahead_of(state) -> lookax.LookaheadState:
+    found = [
+        node
+        for node in jax.tree.leaves(state, is_leaf=lambda n: isinstance(n, lookax.LookaheadState))
+        if isinstance(node, lookax.LookaheadState)
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def assert_close_trees(actual, expected, where: str) -> float:
+    worst = 0.0
+    for path, a, e in zip(
+        jax.tree_util.tree_leaves_with_path(actual),
+        jax.tree.leaves(actual),
+        jax.tree.leaves(expected),
+        strict=True,
+    ):
+        a, e = np.asarray(a), np.asarray(e)
+        assert a.dtype == e.dtype and a.shape == e.shape, (where, path[0])
+        np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7, err_msg=f"{where} {path[0]}")
+        if a.size and np.issubdtype(a.dtype, np.floating):
+            worst = max(worst, float(np.max(np.abs(a - e))))
+    return worst
+
+
+def unsharded_run(on_sync: str, num_steps: int = NUM_STEPS):
+    tx = make_tx(on_sync)
+    device = jax.devices()[0]
+    params = jax.device_put(host_params(), device)
+
+    @jax.jit
+    def step(params, state):
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(num_steps):
+        params, state = step(params, state)
+    return params, state
+
+
+_UNSHARDED: dict = {}
+
+
+def unsharded(on_sync: str):
+    if on_sync not in _UNSHARDED:
+        _UNSHARDED[on_sync] = unsharded_run(on_sync)
+    return _UNSHARDED[on_sync]
+
+
+# --- NamedSharding over a 2-D mesh, jit: shardings kept, results as unsharded. -----------
+
+
+def named_sharding_check(axis_type: AxisType, on_sync: str) -> str:
+    mesh = make_mesh(axis_type)
+    tx = make_tx(on_sync)
+    count = expected_params_like(on_sync)
+    with jax.set_mesh(mesh):
+        params = put(host_params(), mesh, SPECS)
+        state = tx.init(params)
+        assert_state_sharded_like(state, params, count, "eager init")
+        jit_state = jax.jit(tx.init)(params)
+        if axis_type == AxisType.Explicit:
+            assert_state_sharded_like(jit_state, params, count, "jit init")
+            state = jit_state
+        else:
+            # Under an Auto mesh, jit leaves the placement of values built inside it to XLA:
+            # optax's jnp.zeros_like moments come out replicated (pass out_shardings, init
+            # eagerly, or use an Explicit mesh). Lookahead's own slow copy keeps its sharding.
+            assert_state_sharded_like(lookahead_of(jit_state).slow, params, 1, "jit init slow")
+
+        def step(params, state):
+            updates, state = tx.update(jax.grad(loss)(params), state, params)
+            return optax.apply_updates(params, updates), state
+
+        step = jax.jit(step, donate_argnums=(0, 1))
+        for i in range(NUM_STEPS):
+            params, state = step(params, state)
+            if i == 1:
+                compiled_after_two_steps = step._cache_size()
+            for name, leaf in params.items():
+                assert leaf.sharding.is_equivalent_to(
+                    NamedSharding(mesh, SPECS[name]), leaf.ndim
+                ), (i, name, leaf.sharding)
+            assert_state_sharded_like(state, params, count, f"after step {i + 1}")
+        # Steady state from the second step on. (The first step may compile once more: jit
+        # returns a replicated vector's sharding as P(None) on an Explicit mesh and P() on
+        # an Auto one, equivalent to but keyed apart from what device_put gave; plain optax
+        # does the same.)
+        assert compiled_after_two_steps <= 2, compiled_after_two_steps
+        assert step._cache_size() == compiled_after_two_steps, step._cache_size()
+    inner = lookahead_of(state)
+    assert int(inner.count) == NUM_STEPS and int(inner.phase) == NUM_STEPS % SYNC_PERIOD
+
+    ref_params, ref_state = unsharded(on_sync)
+    worst = assert_close_trees(params, ref_params, "params")
+    worst = max(worst, assert_close_trees(state, ref_state, "state"))
+    return f"max abs diff vs unsharded {worst:.3g}"
+
+
+# Explicit is jax.make_mesh's default; Auto (GSPMD propagation) once, for the default option.
+for axis_type, on_sync in [(AxisType.Explicit, o) for o in ON_SYNC] + [(AxisType.Auto, "keep")]:
+    check(f"named_sharding[{axis_type.name}-{on_sync}]")(
+        lambda a=axis_type, o=on_sync: named_sharding_check(a, o)
+    )
+
+
+# --- A per-device step under jax.shard_map, every inner-state option. -------------------
+
+
+def state_specs(state, params):
+    """PartitionSpecs for a state: params-shaped subtrees get the params' specs."""
+    params_def = jax.tree.structure(params)
+    is_like = lambda node: (  # noqa: E731
+        isinstance(node, dict) and jax.tree.structure(node) == params_def
+    )
+    return jax.tree.map(lambda node: dict(SPECS) if is_like(node) else P(), state, is_leaf=is_like)
+
+
+def constant_init_accumulator(learning_rate: float) -> optax.GradientTransformation:
+    """AdaGrad-like; init builds its accumulator from constants (jnp.full(shape, ...)).
+
+    Under shard_map such a value is device-invariant while the state it replaces at a 'reset'
+    sync varies over the mesh; lookahead must give both cond branches the same type.
+    """
+
+    def init(params):
+        return jax.tree.map(lambda p: jnp.full(jnp.shape(p), 0.1, jnp.result_type(p)), params)
+
+    def update(updates, state, params=None):
+        del params
+        state = jax.tree.map(lambda a, g: a + g * g, state, updates)
+        updates = jax.tree.map(lambda g, a: -learning_rate * g / jnp.sqrt(a), updates, state)
+        return updates, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def shard_map_check(on_sync: str, inner_name: str) -> str:
+    mesh = make_mesh(AxisType.Explicit)
+    inner = optax.adam(0.05) if inner_name == "adam" else constant_init_accumulator(0.05)
+    tx = lookax.lookahead(inner, sync_period=SYNC_PERIOD, inner_state_on_sync=on_sync)
+
+    def local_step(params, state):
+        updates, state = tx.update(local_grads(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    host = host_params()
+    host_state = jax.tree.map(np.asarray, tx.init(jax.device_put(host, jax.devices()[0])))
+    specs = state_specs(host_state, host)
+    params = put(host, mesh, SPECS)
+    state = jax.tree.map(
+        lambda leaf, spec: jax.device_put(leaf, NamedSharding(mesh, spec)), host_state, specs
+    )
+    per_device = jax.jit(
+        jax.shard_map(local_step, mesh=mesh, in_specs=(SPECS, specs), out_specs=(SPECS, specs)),
+        donate_argnums=(0, 1),
+    )
+    unsharded = jax.jit(local_step)
+    ref_params, ref_state = jax.device_put((host, host_state), jax.devices()[0])
+    for _ in range(NUM_STEPS):
+        params, state = per_device(params, state)
+        ref_params, ref_state = unsharded(ref_params, ref_state)
+    assert int(state.count) == NUM_STEPS and int(state.phase) == NUM_STEPS % SYNC_PERIOD
+    for name, leaf in state.slow.items():
+        assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
+    worst = assert_close_trees(params, ref_params, "params")
+    worst = max(worst, assert_close_trees(state, ref_state, "state"))
+    return f"max abs diff vs unsharded {worst:.3g}"
+
+
+# constant_init matters for 'reset' only: that branch builds the inner state afresh.
+for on_sync, inner_name in [(o, "adam") for o in ON_SYNC] + [("reset", "constant_init")]:
+    check(f"shard_map[{on_sync}-{inner_name}]")(
+        lambda o=on_sync, n=inner_name: shard_map_check(o, n)
+    )
+
+
+# --- apply_if_finite with sharded params. ------------------------------------------------
+
+BAD_BLOCK = (0, 1)  # the device at mesh position data=0, model=1 sees a NaN
+
+
+def finite_setup():
+    mesh = make_mesh(AxisType.Explicit)
+    params_specs = {"w": SPECS["w"], "b": SPECS["b"]}
+    host = host_params()
+    host = {"w": host["w"], "b": host["b"]}
+    inner = lookax.lookahead(optax.adam(0.05), sync_period=SYNC_PERIOD)
+    tx = optax.apply_if_finite(inner, max_consecutive_errors=5)
+    host_state = tx.init(jax.device_put(host, jax.devices()[0]))
+
+    params_def = jax.tree.structure(host)
+    is_like = lambda node: (  # noqa: E731
+        isinstance(node, dict) and jax.tree.structure(node) == params_def
+    )
+    specs = jax.tree.map(
+        lambda node: dict(params_specs) if is_like(node) else P(), host_state, is_leaf=is_like
+    )
+    params = put(host, mesh, params_specs)
+    state = jax.tree.map(
+        lambda leaf, spec: jax.device_put(leaf, NamedSharding(mesh, spec)), host_state, specs
+    )
+    return mesh, params_specs, specs, inner, tx, params, state
+
+
+def poisoned_local_grads(params: dict, poison: jax.Array) -> dict:
+    """Inside shard_map: NaN in the local block of one device only, when ``poison``."""
+    grads = {"w": jnp.cos(params["w"]), "b": 2.0 * params["b"]}
+    on_bad_device = (jax.lax.axis_index("data") == BAD_BLOCK[0]) & (
+        jax.lax.axis_index("model") == BAD_BLOCK[1]
+    )
+    grads["w"] = jnp.where(poison & on_bad_device, jnp.nan, grads["w"])
+    return grads
+
+
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def trees_bitwise_equal(a, b) -> bool:
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def advance_to_sync_step(step, params, state):
+    """k - 1 clean steps: the next step would be a sync."""
+    for _ in range(SYNC_PERIOD - 1):
+        params, state = step(params, state, jnp.bool_(False))
+    return params, state
+
+
+@check("apply_if_finite[jit-global-view]")
+def _() -> str:
+    # Under jit over sharded arrays the finiteness check is global: XLA reduces across devices.
+    mesh, params_specs, specs, inner, tx, params, state = finite_setup()
+    bad = np.zeros((8, 16), bool)
+    bad[0, 5] = True  # one element, held by one device
+    bad = jax.device_put(bad, NamedSharding(mesh, params_specs["w"]))
+
+    @jax.jit
+    def step(params, state, poison):
+        grads = {"w": jnp.cos(params["w"]), "b": 2.0 * params["b"]}
+        grads["w"] = jnp.where(poison & bad, jnp.nan, grads["w"])
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params, state = advance_to_sync_step(step, params, state)
+    new_params, new_state = step(params, state, jnp.bool_(True))
+    assert trees_bitwise_equal(new_params, params)
+    assert trees_bitwise_equal(new_state.inner_state, state.inner_state)
+    assert int(new_state.total_notfinite) == 1 and not bool(new_state.last_finite)
+    return "skipped on every device"
+
+
+@check("apply_if_finite[shard_map-local-flag-rejected-by-check_vma]")
+def _() -> str:
+    # apply_if_finite inside shard_map sees only the local block: its counters come out
+    # device-varying, and shard_map refuses to return them as replicated (P()).
+    mesh, params_specs, specs, inner, tx, params, state = finite_setup()
+
+    def local(params, state, poison):
+        updates, state = tx.update(poisoned_local_grads(params, poison), state, params)
+        return optax.apply_updates(params, updates), state
+
+    try:
+        jax.jit(
+            jax.shard_map(
+                local,
+                mesh=mesh,
+                in_specs=(params_specs, specs, P()),
+                out_specs=(params_specs, specs),
+            )
+        )(params, state, jnp.bool_(True))
+    except Exception as error:  # noqa: BLE001
+        return f"raised {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    raise AssertionError("shard_map accepted device-varying counters as replicated")
+
+
+@check("apply_if_finite[shard_map-local-flag-diverges-without-check_vma]")
+def _() -> str:
+    # With check_vma=False the step runs, and the devices disagree: the one with the NaN skips
+    # its block while every other device applies the update. This is why the flag must be
+    # combined across devices.
+    mesh, params_specs, specs, inner, tx, params, state = finite_setup()
+
+    def local(params, state, poison):
+        updates, state = tx.update(poisoned_local_grads(params, poison), state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(params_specs, specs, P()),
+            out_specs=(params_specs, specs),
+            check_vma=False,
+        )
+    )
+    new_params, _ = step(params, state, jnp.bool_(True))
+    before = np.asarray(params["w"])
+    after = np.asarray(new_params["w"])
+    blocks_unchanged = [
+        [
+            np.array_equal(
+                before[4 * i : 4 * i + 4, 4 * j : 4 * j + 4],
+                after[4 * i : 4 * i + 4, 4 * j : 4 * j + 4],
+            )
+            for j in range(4)
+        ]
+        for i in range(2)
+    ]
+    assert blocks_unchanged[BAD_BLOCK[0]][BAD_BLOCK[1]], blocks_unchanged
+    assert sum(map(sum, blocks_unchanged)) == 1, blocks_unchanged
+    return "the device with the NaN skipped, the other 7 stepped"
+
+
+def combined_flag_grads(params: dict, poison: jax.Array) -> dict:
+    """The recipe: a finiteness flag combined across all mesh axes, applied to every block."""
+    grads = poisoned_local_grads(params, poison)
+    finite_everywhere = jax.lax.pmin(all_finite(grads).astype(jnp.int32), ("data", "model"))
+    return jax.tree.map(lambda g: jnp.where(finite_everywhere > 0, g, jnp.nan), grads)
+
+
+@check("apply_if_finite[shard_map-combined-flag]")
+def _() -> str:
+    mesh, params_specs, specs, inner, tx, params, state = finite_setup()
+
+    def local(params, state, poison):
+        updates, state = tx.update(combined_flag_grads(params, poison), state, params)
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(params_specs, specs, P()),
+            out_specs=(params_specs, specs),
+            check_vma=False,  # apply_if_finite's counters are computed from varying values
+        )
+    )
+    params, state = advance_to_sync_step(step, params, state)
+    new_params, new_state = step(params, state, jnp.bool_(True))
+    assert trees_bitwise_equal(new_params, params)
+    assert trees_bitwise_equal(new_state.inner_state, state.inner_state)
+    assert int(new_state.total_notfinite) == 1
+    # the next clean step is the sync that the NaN step would have been
+    params, state = step(new_params, new_state, jnp.bool_(False))
+    assert int(state.inner_state.phase) == 0 and int(state.inner_state.count) == SYNC_PERIOD
+    assert trees_bitwise_equal(params, state.inner_state.slow)
+    return "skipped on every device; the next clean step syncs"
+
+
+@check("apply_if_finite[shard_map-combined-flag-cond-with-check_vma]")
+def _() -> str:
+    # The same skip without apply_if_finite, keeping check_vma on: pmin gives a
+    # device-invariant flag, and a lax.cond on it skips the whole update everywhere.
+    mesh, params_specs, specs, inner, tx, params, state = finite_setup()
+    inner_specs = specs.inner_state
+    inner_state = state.inner_state
+
+    def local(params, state, poison):
+        grads = poisoned_local_grads(params, poison)
+        finite_everywhere = jax.lax.pmin(all_finite(grads).astype(jnp.int32), ("data", "model"))
+        updates, state = jax.lax.cond(
+            finite_everywhere > 0,
+            lambda: inner.update(grads, state, params),
+            lambda: (jax.tree.map(jnp.zeros_like, grads), state),
+        )
+        return optax.apply_updates(params, updates), state
+
+    step = jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(params_specs, inner_specs, P()),
+            out_specs=(params_specs, inner_specs),
+        )
+    )
+    params, inner_state = advance_to_sync_step(step, params, inner_state)
+    new_params, new_inner_state = step(params, inner_state, jnp.bool_(True))
+    assert trees_bitwise_equal(new_params, params)
+    assert trees_bitwise_equal(new_inner_state, inner_state)
+    params, inner_state = step(new_params, new_inner_state, jnp.bool_(False))
+    assert int(inner_state.phase) == 0 and int(inner_state.count) == SYNC_PERIOD
+    assert trees_bitwise_equal(params, inner_state.slow)
+    return "skipped on every device; the next clean step syncs"
+
+
+if __name__ == "__main__":
+    assert jax.device_count() == 8, jax.devices()
+    with open(sys.argv[1], "w") as out:
+        json.dump(run_checks(), out, indent=1)

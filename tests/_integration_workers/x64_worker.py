@@ -1,0 +1,154 @@
+"""lookax.lookahead in float64 (jax_enable_x64), run in its own process by
+tests/test_transforms_jax.py so x64 never leaks into the pytest process:
+
+    python x64_worker.py OUT.json
+
+Records {"ok": bool, "detail": str} per check in OUT.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import json  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import lookax  # noqa: E402
+
+CHECKS = []
+
+
+def check(fn):
+    CHECKS.append(fn)
+    return fn
+
+
+def numpy_lookahead_adam(params, grad_fn, num_steps, k, alpha, lr=0.05, b1=0.9, b2=0.999):
+    """Algorithm 1 over optax.adam's arithmetic, in float64 NumPy."""
+    eps = 1e-8
+    theta = {name: np.array(value, np.float64) for name, value in params.items()}
+    slow = {name: value.copy() for name, value in theta.items()}
+    mu = {name: np.zeros_like(value) for name, value in theta.items()}
+    nu = {name: np.zeros_like(value) for name, value in theta.items()}
+    trajectory = []
+    for t in range(1, num_steps + 1):
+        grads = grad_fn(theta)
+        for name in theta:
+            mu[name] = b1 * mu[name] + (1 - b1) * grads[name]
+            nu[name] = b2 * nu[name] + (1 - b2) * grads[name] ** 2
+            mu_hat = mu[name] / (1 - b1**t)
+            nu_hat = nu[name] / (1 - b2**t)
+            theta[name] = theta[name] - lr * mu_hat / (np.sqrt(nu_hat) + eps)
+        if t % k == 0:
+            for name in theta:
+                slow[name] = slow[name] + alpha * (theta[name] - slow[name])
+                theta[name] = slow[name].copy()
+        trajectory.append({name: value.copy() for name, value in theta.items()})
+    return trajectory, slow
+
+
+@check
+def float64_matches_numpy_algorithm_1():
+    rng = np.random.default_rng(0)
+    params = {"w": rng.normal(size=(3, 4)), "b": rng.normal(size=(4,)), "s": np.float64(0.3)}
+    k, alpha, num_steps = 4, 0.6, 14
+
+    def grad_fn(theta):  # the gradient of sum(theta^4 / 4 + sin(theta))
+        return {name: value**3 + np.cos(value) for name, value in theta.items()}
+
+    expected, expected_slow = numpy_lookahead_adam(params, grad_fn, num_steps, k, alpha)
+    tx = lookax.lookahead(optax.adam(0.05), k, alpha)
+    jparams = jax.tree.map(jnp.asarray, params)
+    state = tx.init(jparams)
+    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(state.slow))
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.tree.map(lambda p: p**3 + jnp.cos(p), params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    worst = 0.0
+    for t in range(num_steps):
+        jparams, state = step(jparams, state)
+        for name in params:
+            actual = np.asarray(jparams[name])
+            assert actual.dtype == np.float64, (name, actual.dtype)
+            np.testing.assert_allclose(actual, expected[t][name], rtol=1e-12, atol=1e-14)
+            worst = max(worst, float(np.max(np.abs(actual - expected[t][name]))))
+        if (t + 1) % k == 0:  # at a sync the params are the slow weights, bit for bit
+            for name in params:
+                np.testing.assert_array_equal(jparams[name], state.slow[name])
+    for name in params:
+        np.testing.assert_allclose(state.slow[name], expected_slow[name], rtol=1e-12, atol=1e-14)
+    for leaf in jax.tree.leaves(state):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert leaf.dtype == jnp.float64, leaf.dtype
+    assert state.count.dtype == jnp.int32 and state.phase.dtype == jnp.int32
+    return f"max abs diff vs float64 NumPy {worst:.3g}"
+
+
+@check
+def float64_hand_example():
+    tx = lookax.lookahead(optax.sgd(0.1), sync_period=3, slow_step_size=0.5)
+    params = jnp.asarray(1.0, jnp.float64)
+    state = tx.init(params)
+    trajectory = []
+    for _ in range(7):
+        updates, state = tx.update(jnp.asarray(1.0, jnp.float64), state, params)
+        params = optax.apply_updates(params, updates)
+        trajectory.append(float(params))
+    assert params.dtype == jnp.float64
+    np.testing.assert_allclose(trajectory, [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60], rtol=1e-14)
+    return "0.9 0.8 0.85 0.75 0.65 0.7 0.6"
+
+
+@check
+def mixed_float64_float32_tree_and_ranger():
+    params = {
+        "f64": jnp.ones((3, 2), jnp.float64),
+        "f32": jnp.ones((3, 2), jnp.float32),
+        "bf16": jnp.ones((2,), jnp.bfloat16),
+    }
+    for tx in (
+        lookax.lookahead(optax.adam(0.01), 2, inner_state_on_sync="interpolate"),
+        lookax.ranger(0.01, sync_period=2),
+    ):
+        state = tx.init(params)
+        step = jax.jit(
+            lambda p, s, tx=tx: (lambda u, s: (optax.apply_updates(p, u), s))(
+                *tx.update(jax.tree.map(lambda x: jnp.sin(x + 1), p), s, p)
+            )
+        )
+        p = params
+        for _ in range(5):
+            p, state = step(p, state)
+        for name, leaf in p.items():
+            assert leaf.dtype == params[name].dtype, (name, leaf.dtype)
+            assert lookax.slow_params(state)[name].dtype == params[name].dtype, name
+            assert bool(jnp.all(jnp.isfinite(leaf))), name
+        assert step._cache_size() == 1
+    return "dtypes kept per leaf"
+
+
+if __name__ == "__main__":
+    assert jnp.zeros(()).dtype == jnp.float64  # x64 is on here
+    results = {}
+    for fn in CHECKS:
+        try:
+            results[fn.__name__] = {"ok": True, "detail": fn()}
+        except Exception:  # noqa: BLE001 - recorded for the test to report
+            results[fn.__name__] = {"ok": False, "detail": traceback.format_exc()[-4000:]}
+    with open(sys.argv[1], "w") as out:
+        json.dump(results, out, indent=1)

@@ -1,0 +1,305 @@
+"""Dtypes, shapes and bad input (issue 4 bullet 7; DESIGN.md sections 4 and 5).
+
+bf16 params, mixed-dtype trees, scalar leaves, empty trees and None leaves work; integer leaves
+and mismatched trees are rejected with messages that name the problem; sync timing survives the
+int32 step counter's saturation; a 10^5-step lax.scan run has params equal to the slow weights
+at every sync and slow weights that never move in between.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import lookax
+
+HAND_TRAJECTORY = [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60]
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def make_step(tx, grad_fn=None):
+    @jax.jit
+    def step(params, state):
+        grads = grad_fn(params) if grad_fn else jax.tree.map(lambda p: jnp.sin(p) + 0.5, params)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, updates
+
+    return step
+
+
+def bits(x) -> np.ndarray:
+    value = np.asarray(x)
+    return value.view(f"u{value.dtype.itemsize}") if value.dtype.kind in "fV" else value
+
+
+def assert_bitwise_equal(actual, expected):
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+        assert np.asarray(a).dtype == np.asarray(e).dtype
+        np.testing.assert_array_equal(bits(a), bits(e))
+
+
+# --- dtypes and shapes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_tx",
+    [
+        lambda: lookax.lookahead(optax.adam(0.05), 3, 0.5),
+        lambda: lookax.lookahead(optax.adam(0.05), 3, 0.5, inner_state_on_sync="interpolate"),
+        lambda: lookax.ranger(0.05, sync_period=3),
+    ],
+    ids=["lookahead_adam", "lookahead_adam_interpolate", "ranger"],
+)
+def test_bf16_and_mixed_dtype_trees_keep_every_dtype(make_tx):
+    tx = make_tx()
+    params = {
+        "bf16_kernel": jnp.linspace(-1, 1, 12, dtype=jnp.bfloat16).reshape(4, 3),
+        "f16": jnp.linspace(0, 1, 3, dtype=jnp.float16),
+        "f32": jnp.linspace(-2, 2, 5, dtype=jnp.float32),
+        "bf16_scalar": jnp.asarray(0.5, jnp.bfloat16),
+    }
+    dtypes = jax.tree.map(lambda p: p.dtype, params)
+    state = tx.init(params)
+    step = make_step(tx)
+    for t in range(1, 8):
+        params, state, updates = step(params, state)
+        assert jax.tree.map(lambda p: p.dtype, params) == dtypes
+        assert jax.tree.map(lambda u: u.dtype, updates) == dtypes
+        slow = lookax.slow_params(state)
+        assert jax.tree.map(lambda s: s.dtype, slow) == dtypes
+        if t % 3 == 0:  # apply_updates lands bit for bit on the slow weights, every dtype
+            assert_bitwise_equal(params, slow)
+        assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
+    assert step._cache_size() == 1
+
+
+def test_inner_updates_wider_than_bf16_params():
+    # inject_hyperparams stores the learning rate as a float32 array, so sgd's updates for bf16
+    # params come out float32. Both branches of the sync cond must return that dtype, and at a
+    # sync apply_updates still lands bit for bit on the (bf16) slow weights.
+    inner = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    tx = lookax.lookahead(inner, 3, 0.5)
+    params = {"w": jnp.asarray([1.0, -0.3], jnp.bfloat16), "f": jnp.asarray([2.0], jnp.float32)}
+    state = tx.init(params)
+    step = make_step(tx)
+    for t in range(1, 8):
+        params, state, updates = step(params, state)
+        assert updates["w"].dtype == jnp.float32  # the inner optimizer's choice, kept
+        assert params["w"].dtype == jnp.bfloat16
+        if t % 3 == 0:
+            assert_bitwise_equal(params, state.slow)
+
+
+def test_interpolate_with_an_inner_state_that_changes_dtype_after_init():
+    # inject_hyperparams(adam) over bf16 params: Adam's bf16 first moment becomes float32 on the
+    # first update (float32 b1). The copy kept for 'interpolate' follows the inner state's types.
+    inner = optax.inject_hyperparams(optax.adam)(learning_rate=0.05)
+    tx = lookax.lookahead(inner, 2, 0.5, inner_state_on_sync="interpolate")
+    params = {"w": jnp.asarray([1.0, -0.3, 0.2], jnp.bfloat16)}
+    state = tx.init(params)
+    assert state.inner_state.inner_state[0].mu["w"].dtype == jnp.bfloat16
+    step = make_step(tx)
+    for t in range(1, 6):
+        params, state, _ = step(params, state)
+        at_sync_mu = state.inner_state_at_sync.inner_state[0].mu["w"]
+        assert at_sync_mu.dtype == state.inner_state.inner_state[0].mu["w"].dtype
+        if t % 2 == 0:
+            assert_bitwise_equal(params, state.slow)
+    assert params["w"].dtype == jnp.bfloat16
+
+
+def test_scalar_leaves_follow_the_hand_trajectory():
+    tx = lookax.lookahead(optax.sgd(0.1), 3, 0.5)
+    params = {"a": jnp.asarray(1.0, jnp.float32), "b": (jnp.asarray(1.0, jnp.float32),)}
+    state = tx.init(params)
+    step = make_step(tx, grad_fn=lambda p: jax.tree.map(jnp.ones_like, p))
+    for expected in HAND_TRAJECTORY:
+        params, state, _ = step(params, state)
+        assert params["a"].shape == () and state.slow["b"][0].shape == ()
+        np.testing.assert_allclose([params["a"], params["b"][0]], expected, rtol=1e-6)
+
+
+def test_weakly_typed_params_give_a_stable_state_type():
+    # jnp.array(1.0) is weakly typed; the slow copy is strongly typed from init on, as the
+    # update returns it, so a step whose params keep their type compiles once.
+    tx = optax.MultiSteps(lookax.lookahead(optax.sgd(0.1), 3, 0.5), every_k_schedule=2)
+    params = jnp.array(1.0)
+    assert params.weak_type
+    state = tx.init(params)
+    assert not state.inner_opt_state.slow.weak_type
+    _, new_state = jax.jit(tx.update)(params, state, params)
+    assert jax.tree.map(jax.typeof, new_state) == jax.tree.map(jax.typeof, state)
+
+
+@pytest.mark.parametrize("on_sync", ["keep", "reset", "interpolate"])
+@pytest.mark.parametrize(
+    "params", [{}, (), [], {"a": {}, "b": ()}], ids=["dict", "tuple", "list", "nested"]
+)
+def test_empty_trees(params, on_sync):
+    tx = lookax.lookahead(optax.adam(0.1), 2, 0.5, inner_state_on_sync=on_sync)
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    for _ in range(3):  # through a sync
+        updates, state = step(params, state, params)
+        assert updates == params
+    assert int(state.count) == 3 and int(state.phase) == 1
+    assert lookax.slow_params(state, params) == params
+
+
+def test_none_leaves_as_optax_allows():
+    # optax treats None as an empty subtree: nothing to optimize there.
+    tx = lookax.lookahead(optax.adam(0.1), 2, 0.5)
+    params = {"w": jnp.ones(2), "frozen": None}
+    grads = {"w": jnp.ones(2), "frozen": None}
+    state = tx.init(params)
+    assert state.slow["frozen"] is None
+    for t in range(1, 5):
+        updates, state = jax.jit(tx.update)(grads, state, params)
+        assert updates["frozen"] is None
+        params = optax.apply_updates(params, updates)
+        assert params["frozen"] is None
+        if t % 2 == 0:
+            assert_bitwise_equal(params["w"], state.slow["w"])
+    full = lookax.slow_params(state, params)
+    assert full["frozen"] is None and full["w"].shape == (2,)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.uint8, jnp.bool_])
+def test_integer_leaves_are_rejected_at_init_naming_the_leaf(dtype):
+    tx = lookax.lookahead(optax.adam(0.1))
+    params = {"w": jnp.ones(2), "layer": {"step_count": jnp.zeros(3, dtype)}}
+    with pytest.raises(TypeError) as raised:
+        tx.init(params)
+    message = str(raised.value)
+    assert "['layer']['step_count']" in message
+    assert jnp.dtype(dtype).name in message
+    assert "optax.masked" in message  # says what to do instead
+
+
+def test_the_suggested_fix_for_integer_leaves_works():
+    params = {"w": jnp.ones(2), "step_count": jnp.zeros((), jnp.int32)}
+    is_float = jax.tree.map(lambda p: jnp.issubdtype(p.dtype, jnp.floating), params)
+    tx = optax.masked(lookax.lookahead(optax.sgd(0.1), 3, 0.5), is_float)
+    state = tx.init(params)
+    grads = {"w": jnp.ones(2), "step_count": jnp.zeros((), jnp.int32)}
+    for expected in HAND_TRAJECTORY:
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(params["w"], expected, rtol=1e-6)
+    assert params["step_count"].dtype == jnp.int32
+
+
+def test_mismatched_updates_and_params_are_rejected_naming_both():
+    tx = lookax.lookahead(optax.adam(0.1))
+    params = {"w": jnp.ones(2), "b": jnp.ones(3)}
+    state = tx.init(params)
+    with pytest.raises(ValueError, match="updates and params have different tree structures"):
+        tx.update({"w": jnp.ones(2)}, state, params)
+    with pytest.raises(ValueError) as raised:
+        tx.update({"w": jnp.ones(2), "bias": jnp.ones(3)}, state, params)
+    assert "'bias'" in str(raised.value) and "'b'" in str(raised.value)  # both structures shown
+    with pytest.raises(ValueError, match=re.escape("leaf ['b'] has shape (4,) in updates")):
+        tx.update({"w": jnp.ones(2), "b": jnp.ones(4)}, state, params)
+    with pytest.raises(ValueError, match="updates and params"):  # raised while tracing, too
+        jax.jit(tx.update)({"w": jnp.ones(2)}, state, params)
+
+
+def test_params_not_matching_the_state_are_rejected():
+    tx = lookax.lookahead(optax.adam(0.1))
+    state = tx.init({"w": jnp.ones(2)})
+    other = {"w": jnp.ones(2), "extra": jnp.ones(1)}
+    with pytest.raises(ValueError, match="params and state.slow have different tree structures"):
+        tx.update(other, state, other)
+    with pytest.raises(ValueError, match=re.escape("leaf ['w'] has shape (3,) in params")):
+        tx.update({"w": jnp.ones(3)}, state, {"w": jnp.ones(3)})
+
+
+def test_a_state_that_is_not_a_lookahead_state_is_rejected():
+    tx = lookax.lookahead(optax.adam(0.1))
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(TypeError, match="LookaheadState that tx.init returned, got tuple"):
+        tx.update(params, optax.adam(0.1).init(params), params)
+    with pytest.raises(TypeError, match="got dict"):  # e.g. a checkpoint restored untargeted
+        tx.update(params, tx.init(params)._asdict(), params)
+
+
+def test_missing_params_are_rejected():
+    tx = optax.chain(optax.clip(1.0), lookax.lookahead(optax.adam(0.1)))
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="requires params"):
+        tx.update(params, tx.init(params))
+
+
+# --- counters ------------------------------------------------------------------------------
+
+
+def test_sync_timing_past_the_int32_counter_saturation():
+    k = 3
+    schedule_calls = []
+
+    def alpha_schedule(count):
+        schedule_calls.append(count)
+        return 0.5  # evaluated at the saturated count without trouble
+
+    tx = lookax.lookahead(optax.sgd(0.1), k, alpha_schedule, inner_state_on_sync="interpolate")
+    params = jnp.asarray(1.0, jnp.float32)
+    state = tx.init(params)._replace(count=jnp.asarray(INT32_MAX - 4, jnp.int32))
+    step = make_step(tx, grad_fn=jnp.ones_like)
+    counts, trajectory = [], []
+    for _ in range(4 * k + 1):  # 13 steps, 9 of them with the counter saturated
+        params, state, _ = step(params, state)
+        counts.append(int(state.count))
+        trajectory.append(float(params))
+    assert counts[:4] == [INT32_MAX - 3, INT32_MAX - 2, INT32_MAX - 1, INT32_MAX]
+    assert all(c == INT32_MAX for c in counts[4:])  # saturates, never wraps negative
+    # Sync every k steps throughout: the hand example, continued.
+    expected = HAND_TRAJECTORY + [0.5, 0.55, 0.45, 0.35, 0.40, 0.30]
+    np.testing.assert_allclose(trajectory, expected, rtol=1e-5)
+    assert int(state.phase) == (4 * k + 1) % k
+    assert len(schedule_calls) == 1  # traced once
+
+
+def test_a_hundred_thousand_steps_in_lax_scan():
+    num_steps, k = 100_000, 7
+    tx = lookax.lookahead(optax.adam(1e-2), k, 0.5)
+    params = {"w": jnp.asarray([0.5, -1.0, 2.0], jnp.float32), "b": jnp.asarray(0.1, jnp.float32)}
+    target = {"w": jnp.asarray([1.0, 2.0, -3.0], jnp.float32), "b": jnp.asarray(0.7, jnp.float32)}
+
+    def body(carry, t):
+        params, state = carry
+        noise = 0.1 * jnp.sin(0.37 * t.astype(jnp.float32))  # keeps the fast weights moving
+        grads = jax.tree.map(lambda p, y: p - y + noise, params, target)
+        updates, new_state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        params_are_slow = jax.tree.map(jnp.array_equal, params, new_state.slow)
+        slow_unchanged = jax.tree.map(jnp.array_equal, new_state.slow, state.slow)
+        record = (
+            new_state.phase == 0,
+            jnp.all(jnp.stack(jax.tree.leaves(params_are_slow))),
+            jnp.all(jnp.stack(jax.tree.leaves(slow_unchanged))),
+        )
+        return (params, new_state), record
+
+    run = jax.jit(lambda params, state: jax.lax.scan(body, (params, state), jnp.arange(num_steps)))
+    (params, state), (synced, params_are_slow, slow_unchanged) = run(params, tx.init(params))
+    synced, params_are_slow, slow_unchanged = map(
+        np.asarray, (synced, params_are_slow, slow_unchanged)
+    )
+
+    assert int(state.count) == num_steps and int(state.phase) == num_steps % k
+    sync_steps = np.flatnonzero(synced) + 1
+    np.testing.assert_array_equal(sync_steps, np.arange(k, num_steps + 1, k))
+    assert params_are_slow[synced].all()  # params == slow weights at every sync, bitwise
+    assert slow_unchanged[~synced].all()  # the slow weights never move between syncs
+    assert not slow_unchanged[synced].any()  # and move at every sync
+    for p, y in zip(jax.tree.leaves(params), jax.tree.leaves(target), strict=True):
+        np.testing.assert_allclose(p, y, atol=0.2)  # converged near the target
