@@ -7,8 +7,11 @@ Where things live:
 - ``lookax/transforms.py``: the composable ``scale_by_*`` building blocks and
   :func:`centralize_gradients`.
 - ``lookax/optimizers.py``: the optimizer aliases (``sgd`` ... ``ranger``).
+- ``lookax/grouping.py``: :func:`grouped`, running a transformation on a few
+  contiguous buffers instead of many small leaves.
 """
 
+from lookax.grouping import GroupedState, GroupingPlan, grouped, ungroup
 from lookax.lookahead import (
     InnerStateOnSync,
     LookaheadState,
@@ -47,6 +50,10 @@ from lookax.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "GroupedState",
+    "GroupingPlan",
+    "grouped",
+    "ungroup",
     "AddDecoupledWeightDecayState",
     "InnerStateOnSync",
     "LookaheadState",

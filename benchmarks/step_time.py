@@ -1,0 +1,1012 @@
+#!/usr/bin/env python
+"""Step time, compile time and compiled memory of lookax, against optax and PyTorch.
+
+Usage::
+
+    python benchmarks/step_time.py            # the full run (about 10-15 minutes on 2 cores)
+    python benchmarks/step_time.py --quick    # tiny trees, under a minute
+
+Each candidate is a jitted training-step-shaped function whose params and
+optimizer state are donated::
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+run on three parameter trees (DESIGN.md section 6): one 32M-float leaf, the
+161 leaves / 25.6M floats of ResNet-50, and 2000 small leaves / 2M floats. The
+gradients are a fixed input (not donated), so every candidate sees the same
+numbers. Absolute times on a shared machine drift, so candidates that are
+compared run in one set, interleaved round-robin (forward, then backward), each
+sample being ``K = 5`` consecutive steps (one Lookahead sync period); warm-up
+rounds are dropped and every ratio is the median over rounds of the ratio
+measured side by side in that round. Beside each time: the bytes the step
+moves (XLA's ``cost_analysis()``; for a ``lax.cond`` XLA counts the heavier
+branch, so the per-step figure below weights the sync branch by 1/K), the
+achieved GB/s and its share of this machine's bandwidth, measured in the same
+set by a donated jitted axpy; the minor page faults per step (a fresh
+temporary buffer costs one per 4 KiB page on every step); process CPU time per
+step (less sensitive to other processes than wall time); and, per candidate,
+``memory_analysis()`` and the trace/lower/compile times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import gc
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from formulations import FORMULATIONS  # noqa: E402
+
+import lookax  # noqa: E402
+from lookax.grouping import grouped  # noqa: E402
+
+K = 5  # Lookahead's sync period, and the number of steps in one timed sample.
+ALPHA = 0.5
+PARAM_VALUE = 0.01
+SEED = 0
+BANDWIDTH_FLOATS = 32_000_000
+
+
+# ----------------------------------------------------------------------------
+# Trees.
+# ----------------------------------------------------------------------------
+
+
+def resnet50_shapes(width_div: int = 1, stages: int = 4) -> list[tuple[str, tuple[int, ...]]]:
+    """ResNet-50's trainable parameters (Flax layout: HWIO convs, BN scale/bias, fc).
+
+    Stem 7x7 conv + BN; bottleneck stages of [3, 4, 6, 3] blocks with widths
+    64/128/256/512 (1x1, 3x3, 1x1 x4 convs, each with BN; a 1x1 projection on
+    each stage's first block); a 2048 x 1000 classifier. 161 leaves, 25,557,032
+    floats at full width.
+    """
+
+    def c(n: int) -> int:
+        return max(1, n // width_div)
+
+    shapes: list[tuple[str, tuple[int, ...]]] = [
+        ("stem/conv", (7, 7, 3, c(64))),
+        ("stem/bn/scale", (c(64),)),
+        ("stem/bn/bias", (c(64),)),
+    ]
+    cin = c(64)
+    for stage, (blocks, width) in enumerate([(3, 64), (4, 128), (6, 256), (3, 512)][:stages]):
+        w = c(width)
+        for block in range(blocks):
+            prefix = f"stage{stage + 1}/block{block + 1}"
+            convs = [
+                ("conv1", (1, 1, cin, w)),
+                ("conv2", (3, 3, w, w)),
+                ("conv3", (1, 1, w, 4 * w)),
+            ]
+            if block == 0:
+                convs.append(("downsample", (1, 1, cin, 4 * w)))
+            for name, shape in convs:
+                shapes.append((f"{prefix}/{name}", shape))
+                shapes.append((f"{prefix}/{name}_bn/scale", (shape[-1],)))
+                shapes.append((f"{prefix}/{name}_bn/bias", (shape[-1],)))
+            cin = 4 * w
+    if stages == 4:
+        shapes += [("fc/kernel", (cin, 1000)), ("fc/bias", (1000,))]
+    return shapes
+
+
+def small_leaf_shapes(count: int, size: int) -> list[tuple[str, tuple[int, ...]]]:
+    """``count`` leaves of ``size`` floats each, in a few different shapes."""
+    layouts = [(size,), (10, size // 10), (size // 40, 40), (2, 5, size // 10)]
+    return [(f"layer{i:04d}", layouts[i % len(layouts)]) for i in range(count)]
+
+
+@dataclasses.dataclass
+class Tree:
+    name: str
+    shapes: list[tuple[str, tuple[int, ...]]]
+    large: bool  # one of the trees the <= 1.20 bound is about
+    extras: bool = True  # time the formulations and the optimizer pairs on it
+
+    @property
+    def floats(self) -> int:
+        return sum(int(np.prod(s)) for _, s in self.shapes)
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self.shapes)} leaves, {self.floats:,} float32"
+
+
+def make_trees(quick: bool) -> list[Tree]:
+    if quick:
+        return [
+            Tree("one leaf (quick)", [("w", (1_000_000,))], True),
+            Tree("ResNet-50 stem /8 (quick)", resnet50_shapes(8, stages=1)[:9], True, False),
+            Tree("small leaves (quick)", small_leaf_shapes(48, 400), False, False),
+        ]
+    return [
+        Tree("one 32M leaf", [("w", (32_000_000,))], True),
+        Tree("ResNet-50", resnet50_shapes(), True),
+        Tree("2000 small leaves", small_leaf_shapes(2000, 1000), False),
+    ]
+
+
+def tree_arrays(tree: Tree, value: float | None = None, seed: int = SEED) -> dict[str, jax.Array]:
+    """Fresh device arrays: a constant, or (value None) seeded normals * 1e-3."""
+    if value is not None:
+        return {name: jnp.full(shape, value, jnp.float32) for name, shape in tree.shapes}
+    rng = np.random.default_rng(seed)
+    return {
+        name: jnp.asarray(rng.standard_normal(shape, dtype=np.float32) * 1e-3)
+        for name, shape in tree.shapes
+    }
+
+
+# ----------------------------------------------------------------------------
+# HLO: bytes per step with the sync branch weighted 1/K, kernels, copies.
+# ----------------------------------------------------------------------------
+
+_DTYPE_BYTES = {
+    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
+    "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+}  # fmt: skip
+_ARRAY_RE = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
+_ELEMENTWISE = {
+    "add", "subtract", "multiply", "divide", "negate", "sqrt", "rsqrt", "abs", "sign",
+    "maximum", "minimum", "select", "convert", "exponential", "log", "power", "compare",
+    "and", "or", "not", "clamp", "bitcast", "copy",
+}  # fmt: skip
+_NOT_KERNELS = {
+    "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "conditional",
+    "after-all", "partition-id", "replica-id", "opt-barrier",
+}  # fmt: skip
+
+
+def _type_bytes(type_text: str) -> int:
+    total = 0
+    for dtype, dims in _ARRAY_RE.findall(type_text):
+        count = 1
+        for d in filter(None, dims.split(",")):
+            count *= int(d)
+        total += count * _DTYPE_BYTES[dtype]
+    return total
+
+
+def _split_instruction(line: str) -> tuple[str, str, str, str, str] | None:
+    """(name, type, opcode, operands, attributes) of one HLO instruction line."""
+    match = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*", line)
+    if not match:
+        return None
+    rest = line[match.end() :]
+    if rest.startswith("("):  # tuple type: find its closing parenthesis
+        depth = 0
+        for i, ch in enumerate(rest):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                type_text, rest = rest[: i + 1], rest[i + 1 :].lstrip()
+                break
+    else:
+        type_text, _, rest = rest.partition(" ")
+    op = re.match(r"([\w\-]+)\(", rest)
+    if not op:
+        return None
+    depth, start = 0, op.end() - 1
+    for i in range(start, len(rest)):
+        depth += rest[i] == "("
+        depth -= rest[i] == ")"
+        if depth == 0:
+            return match.group(1), type_text, op.group(1), rest[start + 1 : i], rest[i + 1 :]
+    return None
+
+
+@dataclasses.dataclass
+class HloStats:
+    bytes_per_step: float  # parsed from the HLO; each sync cond weighted (k-1)/k, 1/k
+    cost_analysis_bytes: float
+    kernels: int  # compute instructions outside fused computations, branches included
+    copies: int
+    conditionals: int
+
+
+def hlo_stats(hlo_text: str, cost_bytes: float, sync_period: int | None) -> HloStats:
+    computations: dict[str, list[tuple[str, str, str, str, str]]] = {}
+    entry, current = None, None
+    for line in hlo_text.splitlines():
+        header = re.match(r"^(ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$", line)
+        if header:
+            current = header.group(2)
+            computations[current] = []
+            if header.group(1):
+                entry = current
+            continue
+        if line.startswith("}"):
+            current = None
+            continue
+        if current is not None:
+            parsed = _split_instruction(line)
+            if parsed:
+                computations[current].append(parsed)
+
+    def branches_of(attrs: str) -> list[str]:
+        names = re.findall(r"%([\w.\-]+)", attrs.split("branch_computations=")[-1])
+        return [b for b in names if b in computations]
+
+    def weighted(costs: list[float]) -> float:
+        if sync_period and len(costs) == 2:  # branch 0: no sync (false), branch 1: sync
+            return costs[0] * (sync_period - 1) / sync_period + costs[1] / sync_period
+        return max(costs, default=0.0)
+
+    def operand_bytes(fused: str, index: int, full: int) -> int:
+        """Bytes a fusion reads of operand ``index``: only the slices, if only sliced.
+
+        Follows the operand through elementwise ops of its own shape (a slice of
+        ``x * c`` reads a slice of ``x``); anything else reads it whole.
+        """
+        body = computations.get(fused, [])
+        users: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        for inst in body:
+            for n in set(re.findall(r"%([\w.\-]+)", inst[3])):
+                users.setdefault(n, []).append(inst)
+        param = next(
+            (i[0] for i in body if i[2] == "parameter" and i[3].strip() == str(index)), None
+        )
+
+        def sliced(name: str, depth: int = 0) -> int | None:
+            total = 0
+            for user in users.get(name, []):
+                if user[2] in ("slice", "dynamic-slice"):
+                    total += _type_bytes(user[1])
+                elif depth < 8 and _type_bytes(user[1]) >= full and user[2] in _ELEMENTWISE:
+                    inner = sliced(user[0], depth + 1)
+                    if inner is None:
+                        return None
+                    total += inner
+                else:
+                    return None
+            return total if users.get(name) else None
+
+        read = sliced(param) if param is not None else None
+        return full if read is None else min(full, read)
+
+    def full_bytes(name: str) -> float:
+        """Bytes a computation moves: operands + result of each kernel; conds weighted."""
+        sizes = {inst[0]: _type_bytes(inst[1]) for inst in computations.get(name, [])}
+        total = 0.0
+        for inst_name, _, opcode, operands, attrs in computations.get(name, []):
+            if opcode == "conditional":
+                total += weighted([full_bytes(b) for b in branches_of(attrs)])
+            elif opcode not in _NOT_KERNELS:
+                names = re.findall(r"%([\w.\-]+)", operands)
+                fused = re.search(r"calls=%([\w.\-]+)", attrs) if opcode == "fusion" else None
+                read, seen = 0, set()
+                for index, n in enumerate(names):
+                    if n in seen:
+                        continue
+                    seen.add(n)
+                    size = sizes.get(n, 0)
+                    read += operand_bytes(fused.group(1), index, size) if fused else size
+                total += sizes[inst_name] + read
+        return total
+
+    def counts(name: str) -> tuple[int, int, int]:
+        kernels = copies = conds = 0
+        for _, _, opcode, _, attrs in computations.get(name, []):
+            if opcode == "conditional":
+                conds += 1
+                for b in branches_of(attrs):
+                    k, c, n = counts(b)
+                    kernels, copies, conds = kernels + k, copies + c, conds + n
+            elif opcode not in _NOT_KERNELS:
+                kernels += 1
+                copies += opcode == "copy"
+        return kernels, copies, conds
+
+    if entry is None:
+        return HloStats(cost_bytes, cost_bytes, 0, 0, 0)
+    kernels, copies, conds = counts(entry)
+    return HloStats(full_bytes(entry), cost_bytes, kernels, copies, conds)
+
+
+# ----------------------------------------------------------------------------
+# Candidates.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Compiled:
+    executable: Any
+    trace_lower_s: float
+    compile_cpu_s: float
+    compile_wall_s: float
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    hlo: HloStats
+
+
+class Candidate:
+    """Something that runs ``n`` training steps on its own params and state."""
+
+    name: str
+    compiled: Compiled | None = None
+
+    def run(self, n: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _step_fn(tx: optax.GradientTransformation) -> Callable:
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def _first(cost: Any) -> dict:
+    return cost[0] if isinstance(cost, list | tuple) else cost
+
+
+class JaxCandidate(Candidate):
+    def __init__(
+        self,
+        name: str,
+        tx_fn: Callable[[], optax.GradientTransformation],
+        tree: Tree,
+        grads: Any,
+        *,
+        sync_period: int | None = None,
+        lookahead_params: bool = False,
+        cache: dict[str, Compiled] | None = None,
+    ):
+        self.name = name
+        self.grads = grads
+        tx = tx_fn()
+        params = tree_arrays(tree, PARAM_VALUE)
+        if lookahead_params:  # optax.lookahead's LookaheadParams(fast, slow), no aliasing
+            params = optax.LookaheadParams(fast=params, slow=tree_arrays(tree, PARAM_VALUE))
+        self.state = tx.init(params)
+        self.params = params
+        if cache is not None and name in cache:
+            self.compiled = cache[name]
+            return
+        jitted = jax.jit(_step_fn(tx), donate_argnums=(0, 1), keep_unused=True)
+        wall0 = time.perf_counter()
+        lowered = jitted.trace(self.params, self.state, grads).lower()
+        wall1, cpu1 = time.perf_counter(), time.process_time()
+        executable = lowered.compile()
+        wall2, cpu2 = time.perf_counter(), time.process_time()
+        memory = executable.memory_analysis()
+        cost = float(_first(executable.cost_analysis()).get("bytes accessed", float("nan")))
+        self.compiled = Compiled(
+            executable=executable,
+            trace_lower_s=wall1 - wall0,
+            compile_cpu_s=cpu2 - cpu1,
+            compile_wall_s=wall2 - wall1,
+            argument_bytes=memory.argument_size_in_bytes,
+            output_bytes=memory.output_size_in_bytes,
+            alias_bytes=memory.alias_size_in_bytes,
+            temp_bytes=memory.temp_size_in_bytes,
+            hlo=hlo_stats(executable.as_text(), cost, sync_period),
+        )
+        if cache is not None:
+            cache[name] = self.compiled
+
+    def run(self, n: int) -> None:
+        params, state, step = self.params, self.state, self.compiled.executable
+        for _ in range(n):
+            params, state = step(params, state, self.grads)
+        jax.block_until_ready((params, state))
+        self.params, self.state = params, state
+
+    def close(self) -> None:
+        for leaf in jax.tree.leaves((self.params, self.state)):
+            with contextlib.suppress(Exception):
+                leaf.delete()
+        self.params = self.state = None
+
+
+class AxpyCandidate(Candidate):
+    """``y <- a x + y`` on a donated float32 vector: this machine's streaming bandwidth."""
+
+    def __init__(self, floats: int):
+        self.name = f"axpy ({floats / 1e6:.0f}M floats, bandwidth)"
+        self.bytes = 3 * 4 * floats
+        self.x = jnp.full((floats,), 1e-3, jnp.float32)
+        self.y = jnp.zeros((floats,), jnp.float32)
+        self.fn = (
+            jax.jit(lambda y, x: 0.5 * x + y, donate_argnums=0).lower(self.y, self.x).compile()
+        )
+
+    def run(self, n: int) -> None:
+        y = self.y
+        for _ in range(n):
+            y = self.fn(y, self.x)
+        y.block_until_ready()
+        self.y = y
+
+    def close(self) -> None:
+        self.x.delete()
+        self.y.delete()
+
+
+class TorchAdam(Candidate):
+    """``torch.optim.Adam(fused=True)``, optionally inside a plain Lookahead (Algorithm 1)."""
+
+    def __init__(self, tree: Tree, grads: Any, lookahead: bool):
+        import torch
+
+        self.torch = torch
+        self.name = "torch Lookahead(Adam fused)" if lookahead else "torch Adam(fused=True)"
+        self.params = [torch.full(shape, PARAM_VALUE) for _, shape in tree.shapes]
+        for p, (name, _) in zip(self.params, tree.shapes, strict=True):
+            p.grad = torch.from_numpy(np.array(grads[name]))
+        self.opt = torch.optim.Adam(self.params, lr=1e-3, fused=True)
+        self.lookahead = lookahead
+        self.slow = [p.detach().clone() for p in self.params] if lookahead else []
+        self.steps = 0
+
+    def run(self, n: int) -> None:
+        torch = self.torch
+        for _ in range(n):
+            self.opt.step()
+            self.steps += 1
+            if self.lookahead and self.steps % K == 0:
+                with torch.no_grad():  # Algorithm 1: slow += alpha (fast - slow); fast = slow
+                    torch._foreach_lerp_(self.slow, self.params, ALPHA)
+                    torch._foreach_copy_(self.params, self.slow)
+
+
+# ----------------------------------------------------------------------------
+# Timing.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Timing:
+    wall: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)
+    faults: list[float] = dataclasses.field(default_factory=list)
+
+
+def time_set(candidates: list[Candidate], rounds: int, warmup: int) -> dict[str, Timing]:
+    timings = {c.name: Timing() for c in candidates}
+    for r in range(warmup + rounds):
+        order = candidates if r % 2 == 0 else candidates[::-1]
+        for c in order:
+            gc.collect()
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            c.run(K)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+            if r >= warmup:
+                timings[c.name].wall.append(wall / K)
+                timings[c.name].cpu.append(cpu / K)
+                timings[c.name].faults.append(faults / K)
+    return timings
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a/b measured in the same round."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+# ----------------------------------------------------------------------------
+# Reporting.
+# ----------------------------------------------------------------------------
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print()
+
+
+@dataclasses.dataclass
+class SetResult:
+    tree: Tree
+    title: str
+    candidates: list[Candidate]
+    timings: dict[str, Timing]
+    reference: str
+    bandwidth: float | None  # bytes/s from the set's axpy
+
+
+def report_set(res: SetResult) -> None:
+    params_bytes = 4 * res.tree.floats
+    ref = res.timings[res.reference]
+    print(f"### {res.tree.name} -- {res.title}")
+    if res.bandwidth:
+        print(f"axpy bandwidth in this set: {res.bandwidth / 1e9:.1f} GB/s")
+    headers = [
+        "candidate", "ms/step", f"x {res.reference}", "cpu ms/step", "x (cpu)",
+        "MB/step", "GB/s", "% axpy", "faults/step",
+    ]  # fmt: skip
+    rows = []
+    for c in res.candidates:
+        t = res.timings[c.name]
+        wall, cpu = statistics.median(t.wall), statistics.median(t.cpu)
+        if c.compiled is not None:
+            step_bytes = c.compiled.hlo.bytes_per_step
+            mb, gbs = fmt(step_bytes / 1e6, 1), fmt(step_bytes / wall / 1e9, 1)
+            share = fmt(100 * step_bytes / wall / res.bandwidth, 0) if res.bandwidth else "-"
+        elif isinstance(c, AxpyCandidate):
+            mb, gbs, share = fmt(c.bytes / 1e6, 1), fmt(c.bytes / wall / 1e9, 1), "100"
+        else:
+            mb = gbs = share = "-"
+        rows.append(
+            [
+                c.name,
+                fmt(wall * 1e3),
+                fmt(paired_ratio(t.wall, ref.wall)),
+                fmt(cpu * 1e3),
+                fmt(paired_ratio(t.cpu, ref.cpu)),
+                mb,
+                gbs,
+                share,
+                fmt(statistics.median(t.faults), 0),
+            ]
+        )
+    print_table(headers, rows)
+    compiled = [c for c in res.candidates if c.compiled is not None]
+    if not compiled:
+        return
+    ref_c = next((c.compiled for c in compiled if c.name == res.reference), None)
+    headers = [
+        "candidate", "trace+lower s", "compile s (cpu)", "x ref (cpu)", "compile s (wall)",
+        "kernels", "copies", "conds", "arg MB", "out MB", "alias MB", "temp MB",
+        "temp - ref (params)", "cost_analysis MB",
+    ]  # fmt: skip
+    rows = []
+    for c in compiled:
+        m = c.compiled
+        rows.append(
+            [
+                c.name,
+                fmt(m.trace_lower_s),
+                fmt(m.compile_cpu_s),
+                fmt(m.compile_cpu_s / ref_c.compile_cpu_s) if ref_c else "-",
+                fmt(m.compile_wall_s),
+                str(m.hlo.kernels),
+                str(m.hlo.copies),
+                str(m.hlo.conditionals),
+                fmt(m.argument_bytes / 1e6, 1),
+                fmt(m.output_bytes / 1e6, 1),
+                fmt(m.alias_bytes / 1e6, 1),
+                fmt(m.temp_bytes / 1e6, 1),
+                fmt((m.temp_bytes - ref_c.temp_bytes) / params_bytes) if ref_c else "-",
+                fmt(m.hlo.cost_analysis_bytes / 1e6, 1),
+            ]
+        )
+    print_table(headers, rows)
+
+
+# ----------------------------------------------------------------------------
+# The sets.
+# ----------------------------------------------------------------------------
+
+ADAM = "optax.adam"
+LOOKAX_LA = "lookax.lookahead(optax.adam)"
+OPTAX_LA = "optax.lookahead(optax.adam)"
+GROUPED_ADAM = "lookax.grouped(optax.adam)"
+GROUPED_LA = "lookax.grouped(lookax.lookahead(optax.adam))"
+OPTAX_FLAT = "optax.flatten(optax.adam)"
+PLAIN_SGD = "optax.sgd (p - lr g: one kernel, 3 arrays per leaf)"
+LOOKAX_ADAM = "lookax.adam"
+TORCH_ADAM = "torch Adam(fused=True)"
+TORCH_LA = "torch Lookahead(Adam fused)"
+
+
+def adam() -> optax.GradientTransformation:
+    return optax.adam(1e-3)
+
+
+def pairs() -> dict[str, tuple[Callable, Callable]]:
+    """Each lookax optimizer and its optax twin, configured to compute the same thing."""
+    return {
+        "sgd(momentum=0.9)": (
+            lambda: optax.sgd(1e-2, momentum=0.9),
+            lambda: lookax.sgd(1e-2, momentum=0.9),
+        ),
+        "adam": (lambda: optax.adam(1e-3), lambda: lookax.adam(1e-3)),
+        "adamw(wd=1e-2)": (
+            lambda: optax.adamw(1e-3, weight_decay=1e-2),
+            lambda: lookax.adamw(1e-3, weight_decay=1e-2),
+        ),
+        "adadelta": (
+            lambda: optax.adadelta(1.0, rho=0.9, eps=1e-6),
+            lambda: lookax.adadelta(1.0, rho=0.9, eps=1e-6),
+        ),
+        "lion(wd=1e-2)": (
+            lambda: optax.lion(1e-4, b1=0.9, b2=0.99, weight_decay=1e-2),
+            lambda: lookax.lion(1e-4, b1=0.9, b2=0.99, weight_decay=1e-2),
+        ),
+        "rmsprop": (
+            lambda: optax.rmsprop(1e-2, decay=0.99, eps=1e-8, eps_in_sqrt=False),
+            lambda: lookax.rmsprop(1e-2, decay=0.99, eps=1e-8),
+        ),
+        "adagrad": (
+            lambda: optax.adagrad(1e-2, initial_accumulator_value=0.0, eps=1e-10),
+            lambda: lookax.adagrad(1e-2, initial_accumulator_value=0.0, eps=1e-10),
+        ),
+    }
+
+
+@dataclasses.dataclass
+class Config:
+    quick: bool
+    torch: bool
+    rounds: int
+    warmup: int
+    sets: list[str]
+    trees: list[str] | None
+    formulations_on_small: bool
+    pairs_on_small: bool
+
+
+def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str) -> None:
+    print(f"## {tree.describe()}\n")
+    grads = tree_arrays(tree)
+    cache: dict[str, Compiled] = {}
+    bw_floats = 4_000_000 if cfg.quick else BANDWIDTH_FLOATS
+    rounds = cfg.rounds
+    results: dict[str, SetResult] = {}
+
+    def jc(name, tx_fn, **kw):
+        return JaxCandidate(name, tx_fn, tree, grads, cache=cache, **kw)
+
+    def run_set(key, title, make_candidates, reference, axpy=True):
+        candidates = ([AxpyCandidate(bw_floats)] if axpy else []) + make_candidates()
+        timings = time_set(candidates, rounds, cfg.warmup)
+        bandwidth = None
+        if axpy:
+            bandwidth = candidates[0].bytes / statistics.median(timings[candidates[0].name].wall)
+        res = SetResult(tree, title, candidates, timings, reference, bandwidth)
+        report_set(res)
+        for c in candidates:
+            c.close()
+        results[key] = res
+        gc.collect()
+        return res
+
+    if "lookahead" in cfg.sets:
+
+        def lookahead_candidates():
+            cands = [
+                jc(ADAM, adam),
+                jc(LOOKAX_LA, lambda: lookax.lookahead(adam(), K, ALPHA), sync_period=K),
+                jc(OPTAX_LA, lambda: optax.lookahead(adam(), K, ALPHA), lookahead_params=True),
+            ]
+            if tree.extras and (tree.large or cfg.formulations_on_small):
+                for fname, (factory, _, _) in FORMULATIONS.items():
+                    cands.append(
+                        jc(
+                            f"formulation {fname}",
+                            lambda f=factory: f(adam(), K, ALPHA),
+                            sync_period=K,
+                        )
+                    )
+            return cands
+
+        res = run_set("lookahead", "Lookahead(Adam), k=5, alpha=0.5", lookahead_candidates, ADAM)
+        t = res.timings
+        la_ratio = paired_ratio(t[LOOKAX_LA].wall, t[ADAM].wall)
+        la_cpu = paired_ratio(t[LOOKAX_LA].cpu, t[ADAM].cpu)
+        opt_ratio = paired_ratio(t[OPTAX_LA].wall, t[ADAM].wall)
+        by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
+        adam_c, la_c = by_name[ADAM], by_name[LOOKAX_LA]
+        params_bytes = 4 * tree.floats
+        if tree.large:
+            goals.append(
+                [
+                    tree.name,
+                    "lookahead(adam)/adam step time <= 1.20",
+                    f"{la_ratio:.2f} wall, {la_cpu:.2f} cpu "
+                    f"(optax.lookahead {opt_ratio:.2f}); bytes "
+                    f"{la_c.hlo.bytes_per_step / adam_c.hlo.bytes_per_step:.2f}",
+                    "met" if la_ratio <= 1.20 else "NOT met",
+                ]
+            )
+            extra = (la_c.temp_bytes - adam_c.temp_bytes) / params_bytes
+            goals.append(
+                [
+                    tree.name,
+                    "lookahead temp <= adam temp + 1 params buffer",
+                    f"+{extra:.3f} params buffers",
+                    "met" if extra <= 1.0 + 1e-3 else "NOT met",
+                ]
+            )
+            compile_ratio = (la_c.trace_lower_s + la_c.compile_cpu_s) / (
+                adam_c.trace_lower_s + adam_c.compile_cpu_s
+            )
+            goals.append(
+                [
+                    tree.name,
+                    "lookahead(adam) compile <= 1.3x adam's",
+                    f"{compile_ratio:.2f}x (trace+lower+compile cpu: "
+                    f"{la_c.trace_lower_s + la_c.compile_cpu_s:.2f} s vs "
+                    f"{adam_c.trace_lower_s + adam_c.compile_cpu_s:.2f} s)",
+                    "met" if compile_ratio <= 1.3 else "NOT met",
+                ]
+            )
+
+    if "grouping" in cfg.sets:
+
+        def grouping_candidates():
+            return [
+                jc(ADAM, adam),
+                jc(PLAIN_SGD, lambda: optax.sgd(1e-3)),
+                jc(GROUPED_ADAM, lambda: grouped(adam())),
+                jc(OPTAX_FLAT, lambda: optax.flatten(adam())),
+                jc(LOOKAX_LA, lambda: lookax.lookahead(adam(), K, ALPHA), sync_period=K),
+                jc(
+                    GROUPED_LA,
+                    lambda: grouped(lookax.lookahead(adam(), K, ALPHA)),
+                    sync_period=K,
+                ),
+            ]
+
+        res = run_set("grouping", "leaf grouping", grouping_candidates, ADAM)
+        t = res.timings
+        by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
+        floor_s = by_name[ADAM].hlo.bytes_per_step / res.bandwidth
+        for name, floor_of in [
+            (ADAM, ADAM),
+            (GROUPED_ADAM, ADAM),
+            (PLAIN_SGD, ADAM),
+            (GROUPED_LA, LOOKAX_LA),
+        ]:
+            floor = by_name[floor_of].hlo.bytes_per_step / res.bandwidth
+            print(
+                f"{name}: {statistics.median(t[name].wall) / floor:.1f}x the bytes floor "
+                f"({floor_of}'s bytes at axpy bandwidth: {floor * 1e3:.2f} ms)"
+            )
+        print()
+        if not tree.large:
+            g_ratio = statistics.median(t[GROUPED_ADAM].wall) / floor_s
+            goals.append(
+                [
+                    tree.name,
+                    "grouped(adam) within 3x of the bytes floor",
+                    f"{g_ratio:.1f}x (optax.adam {statistics.median(t[ADAM].wall) / floor_s:.1f}x)",
+                    "met" if g_ratio <= 3.0 else "NOT met",
+                ]
+            )
+            ga, a = by_name[GROUPED_ADAM], by_name[ADAM]
+            goals.append(
+                [
+                    tree.name,
+                    "grouped(adam) compile <= optax.adam's",
+                    f"{ga.trace_lower_s + ga.compile_cpu_s:.2f} s vs "
+                    f"{a.trace_lower_s + a.compile_cpu_s:.2f} s",
+                    "met"
+                    if ga.trace_lower_s + ga.compile_cpu_s <= a.trace_lower_s + a.compile_cpu_s
+                    else "NOT met",
+                ]
+            )
+
+    if "torch" in cfg.sets:
+        if not cfg.torch:
+            print(f"### {tree.name} -- PyTorch: skipped ({torch_status})\n")
+        else:
+
+            def torch_candidates():
+                return [
+                    jc(ADAM, adam),
+                    jc(LOOKAX_ADAM, lambda: lookax.adam(1e-3)),
+                    jc(LOOKAX_LA, lambda: lookax.lookahead(adam(), K, ALPHA), sync_period=K),
+                    TorchAdam(tree, grads, lookahead=False),
+                    TorchAdam(tree, grads, lookahead=True),
+                ]
+
+            res = run_set("torch", "against PyTorch (same CPU)", torch_candidates, ADAM)
+            t = res.timings
+            for a, b in [
+                (LOOKAX_ADAM, TORCH_ADAM),
+                (LOOKAX_LA, TORCH_LA),
+                (TORCH_LA, TORCH_ADAM),
+                (LOOKAX_LA, ADAM),
+            ]:
+                print(
+                    f"{a} / {b}: {paired_ratio(t[a].wall, t[b].wall):.2f} wall, "
+                    f"{paired_ratio(t[a].cpu, t[b].cpu):.2f} cpu"
+                )
+            print()
+
+    if "pairs" in cfg.sets and tree.extras and not (tree.large or cfg.pairs_on_small):
+        print(
+            f"### {tree.name} -- each lookax optimizer / its optax twin: skipped here (each "
+            "2000-leaf step takes ~20 s to compile, which would double the run; "
+            "--pairs-on-small runs them)\n"
+        )
+    elif "pairs" in cfg.sets and tree.extras:
+        rows = []
+        for label, (optax_fn, lookax_fn) in pairs().items():
+            o_name, l_name = f"optax.{label}", f"lookax.{label}"
+            candidates = [jc(o_name, optax_fn), jc(l_name, lookax_fn)]
+            timings = time_set(candidates, rounds, cfg.warmup)
+            oc, lc = candidates[0].compiled, candidates[1].compiled
+            wall = paired_ratio(timings[l_name].wall, timings[o_name].wall)
+            cpu = paired_ratio(timings[l_name].cpu, timings[o_name].cpu)
+            bytes_ratio = lc.hlo.bytes_per_step / oc.hlo.bytes_per_step
+            same_bytes = abs(bytes_ratio - 1.0) <= 1e-3  # scalar kernels aside
+            rows.append(
+                [
+                    label,
+                    fmt(statistics.median(timings[o_name].wall) * 1e3),
+                    fmt(statistics.median(timings[l_name].wall) * 1e3),
+                    fmt(wall),
+                    fmt(cpu),
+                    fmt(oc.hlo.bytes_per_step / 1e6, 1),
+                    fmt(lc.hlo.bytes_per_step / 1e6, 1),
+                    f"{oc.hlo.kernels}/{lc.hlo.kernels}",
+                    f"{oc.trace_lower_s + oc.compile_cpu_s:.2f}/"
+                    f"{lc.trace_lower_s + lc.compile_cpu_s:.2f}",
+                ]
+            )
+            goals.append(
+                [
+                    tree.name,
+                    f"lookax.{label}: same bytes as optax's, time <= 1.05x",
+                    f"bytes x{bytes_ratio:.4f}, time {wall:.2f} wall, {cpu:.2f} cpu",
+                    "met" if same_bytes and wall <= 1.05 else "NOT met",
+                ]
+            )
+            for c in candidates:
+                c.close()
+            gc.collect()
+        print(f"### {tree.name} -- each lookax optimizer / its optax twin")
+        print_table(
+            [
+                "optimizer", "optax ms/step", "lookax ms/step", "lookax/optax", "(cpu)",
+                "optax MB/step", "lookax MB/step", "kernels o/l", "compile s o/l (cpu)",
+            ],
+            rows,
+        )  # fmt: skip
+    for leaf in jax.tree.leaves(grads):
+        leaf.delete()
+    cache.clear()
+    gc.collect()
+
+
+def describe_machine(torch_status: str) -> None:
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    mem = "?"
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB"
+    thp = "?"
+    with contextlib.suppress(OSError):
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = f.read().strip()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print("## Machine\n")
+    print(f"- CPU: {model}; {os.cpu_count()} logical CPUs, {usable} usable; RAM {mem}")
+    print(f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"- OS: {platform.platform()}; glibc {platform.libc_ver()[1]}; THP {thp}")
+    print(
+        f"- Python {platform.python_version()}; jax {jax.__version__}; "
+        f"jaxlib {jaxlib.__version__}; optax {optax.__version__}; numpy {np.__version__}; "
+        f"lookax {lookax.__version__}"
+    )
+    print(f"- JAX backend: {jax.default_backend()}, devices {jax.devices()}")
+    print(f"- XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    for name in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES"):
+        if os.environ.get(name):  # an allocator swap changes what a fresh buffer costs
+            print(f"- {name}={os.environ[name]!r}")
+    print(f"- PyTorch: {torch_status}")
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny trees, under a minute")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds per set")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds per set")
+    parser.add_argument(
+        "--sets",
+        default="lookahead,grouping,torch,pairs",
+        help="comma-separated subset of: lookahead, grouping, torch, pairs",
+    )
+    parser.add_argument("--trees", default=None, help="comma-separated tree indices (0, 1, 2)")
+    parser.add_argument(
+        "--formulations-on-small",
+        action="store_true",
+        help="also time the benchmarks/formulations on the many-small-leaves tree (slow compiles)",
+    )
+    parser.add_argument(
+        "--pairs-on-small",
+        action="store_true",
+        help="also time each lookax optimizer against optax's on the many-small-leaves tree",
+    )
+    args = parser.parse_args(argv)
+    cfg = Config(
+        quick=args.quick,
+        torch=not args.no_torch,
+        rounds=args.rounds or (2 if args.quick else 8),
+        warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
+        sets=args.sets.split(","),
+        trees=args.trees.split(",") if args.trees else None,
+        formulations_on_small=args.formulations_on_small,
+        pairs_on_small=args.pairs_on_small,
+    )
+    torch_status = "not used (--no-torch)"
+    threads = None
+    if cfg.torch:
+        try:
+            import torch
+        except ImportError:
+            cfg.torch = False
+            torch_status = "not installed: PyTorch comparison skipped (pip install torch)"
+        else:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+            torch.set_num_threads(threads)
+            torch_status = (
+                f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}"
+            )
+    print("# lookax step-time benchmark\n")
+    print(f"command: python benchmarks/step_time.py {' '.join(argv or sys.argv[1:])}".rstrip())
+    print(
+        f"settings: sync period k={K}, alpha={ALPHA}; {cfg.rounds} timed rounds after "
+        f"{cfg.warmup} warm-up round(s) per set; each sample = {K} steps\n"
+    )
+    describe_machine(torch_status)
+    # The first XLA compilation in a process pays one-off set-up costs: pay them
+    # here, so that no candidate's compile time includes them.
+    warm = {"w": jnp.zeros((8, 8)), "b": jnp.zeros((8,))}
+    jax.jit(_step_fn(optax.adam(1e-3)), donate_argnums=(0, 1)).lower(
+        warm, optax.adam(1e-3).init(warm), warm
+    ).compile()
+    start = time.perf_counter()
+    goals: list[list[str]] = []
+    trees = make_trees(cfg.quick)
+    for index, tree in enumerate(trees):
+        if cfg.trees is not None and str(index) not in cfg.trees:
+            continue
+        run_tree(tree, cfg, goals, torch_status)
+    print("## Goals (DESIGN.md section 6)\n")
+    if goals:
+        print_table(["tree", "goal", "measured", "status"], goals)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"total run time: {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Smoke test: ``benchmarks/step_time.py --quick`` runs and prints its tables."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "step_time.py"
+
+
+@pytest.mark.slow
+def test_step_time_quick_prints_its_tables():
+    env = dict(os.environ)
+    env.pop("JAX_ENABLE_X64", None)
+    env.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-torch"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = result.stdout
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "## Machine" in out and "axpy bandwidth in this set" in out
+    for tree in ("one leaf (quick)", "ResNet-50 stem /8 (quick)", "small leaves (quick)"):
+        assert f"### {tree} -- Lookahead(Adam), k=5, alpha=0.5" in out, tree
+        assert f"### {tree} -- leaf grouping" in out, tree
+        assert "PyTorch: skipped (not used (--no-torch))" in out
+    # a timing row and a compile/memory row of the lead's Lookahead, with numbers
+    rows = [line for line in out.splitlines() if line.startswith("| lookax.lookahead(optax.adam)")]
+    assert len(rows) >= 6, out[-3000:]
+    timing = [r for r in rows if len(r.strip("|").split("|")) == 9]
+    compiled = [r for r in rows if len(r.strip("|").split("|")) == 14]
+    assert len(timing) >= 6 and len(compiled) >= 6, rows
+    for row in timing:  # ms/step, ratio to optax.adam, ..., MB/step
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[5]) > 0, row
+    for row in compiled:  # DESIGN.md section 6: temp <= the inner step's + one params buffer
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert int(cells[7]) == 1, row  # one conditional
+        assert 0.0 <= float(cells[12]) <= 1.5, row  # temp - ref, in params-sized buffers
+    assert "### one leaf (quick) -- each lookax optimizer / its optax twin" in out
+    for name in ("sgd(momentum=0.9)", "adam", "adamw(wd=1e-2)", "adadelta", "lion", "rmsprop"):
+        assert f"| {name}" in out, name
+    assert "## Goals (DESIGN.md section 6)" in out
+    assert "total run time:" in out
