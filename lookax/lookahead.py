@@ -331,8 +331,10 @@ def lookahead(
                 # it can be wider than the params' (float32 hyperparameters injected over
                 # bf16 params promote the inner updates), and the widening is exact.
                 sync_update = (target - p).astype(p.dtype).astype(u.dtype)
-                # The barrier pins the rounded update, so the stored slow weight
-                # is computed exactly as optax.apply_updates will compute it.
+                # The stored slow weight is computed from the rounded update exactly as
+                # optax.apply_updates will compute it. The barrier keeps a compiler from
+                # fusing across that rounding (XLA:CPU drops it; there the update is
+                # materialized anyway, and tests/test_lookahead.py checks bitwise equality).
                 sync_update = jax.lax.optimization_barrier(sync_update)
                 stored = target if slow_dtype is not None else (p + sync_update).astype(p.dtype)
                 return sync_update, stored
