@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax.transforms import _validate_unit_interval
+
 __all__ = [
     "InnerStateOnSync",
     "LookaheadState",
@@ -81,17 +83,8 @@ def _validate_sync_period(sync_period: Any) -> None:
 
 
 def _validate_slow_step_size(slow_step_size: Any) -> None:
-    if callable(slow_step_size):
-        return
-    array = _concrete_scalar("slow_step_size", slow_step_size)
-    if array is None:
-        return
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(
-            f"slow_step_size must be a float in [0, 1] or a schedule, got {slow_step_size!r}"
-        )
-    if not 0.0 <= float(array) <= 1.0:  # also rejects NaN
-        raise ValueError(f"slow_step_size must be in [0, 1], got {slow_step_size!r}")
+    if not callable(slow_step_size):
+        _validate_unit_interval("slow_step_size", slow_step_size, include_one=True)
 
 
 def _leaf_paths(tree: Any) -> list[str]:
