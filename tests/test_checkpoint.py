@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -52,7 +49,7 @@ def assert_bitwise_equal(actual: dict, expected: dict):
 
 
 @pytest.mark.slow
-def test_orbax_restore_mid_cycle_in_a_fresh_process_is_bitwise_identical(tmp_path):
+def test_orbax_restore_mid_cycle_in_a_fresh_process_is_bitwise_identical(tmp_path, run_worker):
     import orbax.checkpoint as ocp
 
     init_state, step = worker.make_training()
@@ -73,17 +70,7 @@ def test_orbax_restore_mid_cycle_in_a_fresh_process_is_bitwise_identical(tmp_pat
     checkpointer.close()
 
     out = tmp_path / "resumed.npz"
-    env = dict(os.environ)
-    env["JAX_PLATFORMS"] = "cpu"
-    env.pop("JAX_ENABLE_X64", None)
-    completed = subprocess.run(
-        [sys.executable, str(WORKER), str(checkpoint_dir), str(worker.SAVE_AFTER), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    completed = run_worker(WORKER, checkpoint_dir, worker.SAVE_AFTER, out, timeout=240)
     assert "restored and continued" in completed.stdout
     resumed = dict(np.load(out))
     assert_bitwise_equal(resumed, uninterrupted)

@@ -26,9 +26,6 @@ per session and reports each check by name. What each check holds:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -59,18 +56,9 @@ APPLY_IF_FINITE = [
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict[str, dict]:
+def report(tmp_path_factory, run_worker) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("sharding") / "report.json"
-    env = dict(os.environ)
-    env.pop("JAX_ENABLE_X64", None)
-    completed = subprocess.run(
-        [sys.executable, str(WORKER), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    run_worker(WORKER, out, timeout=300)
     return json.loads(out.read_text())
 
 

@@ -9,9 +9,6 @@ x64 never leaks into this process).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -245,18 +242,9 @@ def test_eval_shape_of_init_and_update(name):
 
 
 @pytest.mark.slow
-def test_float64_under_x64_in_a_subprocess(tmp_path):
+def test_float64_under_x64_in_a_subprocess(tmp_path, run_worker):
     out = tmp_path / "x64.json"
-    env = dict(os.environ)
-    env["JAX_PLATFORMS"] = "cpu"
-    completed = subprocess.run(
-        [sys.executable, str(X64_WORKER), str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    run_worker(X64_WORKER, out, timeout=240)
     report = json.loads(out.read_text())
     assert sorted(report) == [
         "float64_hand_example",
