@@ -13,10 +13,9 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from lookax.transforms import _validate_unit_interval
+from lookax._validation import _validate_slow_step_size, _validate_sync_period
 
 __all__ = [
     "InnerStateOnSync",
@@ -49,42 +48,6 @@ class LookaheadState(NamedTuple):
     slow: optax.Params
     inner_state: optax.OptState
     inner_state_at_sync: optax.OptState | None = None
-
-
-def _is_tracer(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _concrete_scalar(name: str, value: Any) -> np.ndarray | None:
-    """Returns ``value`` as a 0-d NumPy array, or None when it is traced."""
-    if _is_tracer(value):
-        return None
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # noqa: BLE001 - reraised with the argument's name
-        raise ValueError(f"{name} must be a scalar number, got {value!r}") from error
-    if array.shape != ():
-        raise ValueError(f"{name} must be a scalar, got shape {array.shape}: {value!r}")
-    return array
-
-
-def _validate_sync_period(sync_period: Any) -> None:
-    if isinstance(sync_period, bool | np.bool_):
-        raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
-    array = _concrete_scalar("sync_period", sync_period)
-    if array is None:
-        return
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(
-            f"sync_period must be an integer >= 1, got {sync_period!r} of dtype {array.dtype}"
-        )
-    if int(array) < 1:
-        raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
-
-
-def _validate_slow_step_size(slow_step_size: Any) -> None:
-    if not callable(slow_step_size):
-        _validate_unit_interval("slow_step_size", slow_step_size, include_one=True)
 
 
 def _leaf_paths(tree: Any) -> list[str]:

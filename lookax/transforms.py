@@ -39,6 +39,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax._validation import (
+    _concrete_float,
+    _is_traced,
+    _validate_flag,
+    _validate_learning_rate,
+    _validate_mu_dtype,
+    _validate_nonnegative,
+    _validate_unit_interval,
+)
+
 __all__ = [
     "AddDecoupledWeightDecayState",
     "ScaleByAdagradState",
@@ -57,80 +67,8 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------
-# Validation and hyperparameter helpers (shared with lookax.optimizers).
+# Hyperparameter helpers (shared with lookax.optimizers).
 # --------------------------------------------------------------------------
-
-
-def _is_traced(value: Any) -> bool:
-    return isinstance(value, jax.core.Tracer)
-
-
-def _concrete_float(name: str, value: Any) -> float | None:
-    """``value`` as a Python float, or None when it is traced.
-
-    Raises ``ValueError`` naming ``name`` for anything that is not a real
-    scalar number (bools, strings, arrays of other shapes, callables).
-    """
-    if _is_traced(value):
-        return None
-    if isinstance(value, bool | np.bool_) or callable(value):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # noqa: BLE001 - reraised with the argument's name
-        raise ValueError(f"{name} must be a real number, got {value!r}") from error
-    if array.shape != ():
-        raise ValueError(f"{name} must be a scalar, got shape {array.shape}: {value!r}")
-    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    return float(array)
-
-
-def _validate_nonnegative(name: str, value: Any) -> None:
-    number = _concrete_float(name, value)
-    if number is not None and not number >= 0.0:  # also rejects NaN
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-
-
-def _validate_unit_interval(name: str, value: Any, *, include_one: bool) -> None:
-    number = _concrete_float(name, value)
-    if number is None:
-        return
-    inside = 0.0 <= number <= 1.0 if include_one else 0.0 <= number < 1.0
-    if not inside:
-        interval = "[0, 1]" if include_one else "[0, 1)"
-        hint = ""
-        dtype = jnp.result_type(value)
-        if number == 1.0 and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
-            hint = (
-                f" ({name} rounds to 1 in {dtype}; under "
-                "optax.inject_hyperparams with low-precision params pass "
-                "hyperparam_dtype=jnp.float32)"
-            )
-        raise ValueError(f"{name} must be in {interval}, got {value!r}{hint}")
-
-
-def _validate_learning_rate(learning_rate: Any) -> None:
-    if callable(learning_rate):
-        return
-    _validate_nonnegative("learning_rate", learning_rate)
-
-
-def _validate_flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be a Python bool (a static choice), got {value!r}")
-
-
-def _validate_mu_dtype(mu_dtype: Any) -> Any:
-    if mu_dtype is None:
-        return None
-    try:
-        dtype = jnp.dtype(mu_dtype)
-    except TypeError as error:
-        raise ValueError(f"mu_dtype must be a floating dtype or None, got {mu_dtype!r}") from error
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"mu_dtype must be a floating dtype or None, got {mu_dtype!r}")
-    return jax.dtypes.canonicalize_dtype(dtype)
 
 
 def _host_float(value: Any) -> Any:

@@ -1,0 +1,113 @@
+"""Argument checks shared by lookax's constructors.
+
+Concrete Python, NumPy and JAX scalars are checked when an optimizer is built,
+and a bad one raises ``ValueError`` naming the argument and the value. Traced
+values (``optax.inject_hyperparams`` under ``jit``) cannot be checked and pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_traced(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _concrete_scalar(name: str, value: Any) -> np.ndarray | None:
+    """Returns ``value`` as a 0-d NumPy array, or None when it is traced."""
+    if _is_traced(value):
+        return None
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # noqa: BLE001 - reraised with the argument's name
+        raise ValueError(f"{name} must be a scalar number, got {value!r}") from error
+    if array.shape != ():
+        raise ValueError(f"{name} must be a scalar, got shape {array.shape}: {value!r}")
+    return array
+
+
+def _concrete_float(name: str, value: Any) -> float | None:
+    """``value`` as a Python float, or None when it is traced.
+
+    Raises ``ValueError`` naming ``name`` for anything that is not a real
+    scalar number (bools, strings, arrays of other shapes, callables).
+    """
+    if isinstance(value, bool | np.bool_) or callable(value):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    array = _concrete_scalar(name, value)
+    if array is None:
+        return None
+    if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(array)
+
+
+def _validate_nonnegative(name: str, value: Any) -> None:
+    number = _concrete_float(name, value)
+    if number is not None and not number >= 0.0:  # also rejects NaN
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _validate_unit_interval(name: str, value: Any, *, include_one: bool) -> None:
+    number = _concrete_float(name, value)
+    if number is None:
+        return
+    inside = 0.0 <= number <= 1.0 if include_one else 0.0 <= number < 1.0
+    if not inside:
+        interval = "[0, 1]" if include_one else "[0, 1)"
+        hint = ""
+        dtype = jnp.result_type(value)
+        if number == 1.0 and jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+            hint = (
+                f" ({name} rounds to 1 in {dtype}; under "
+                "optax.inject_hyperparams with low-precision params pass "
+                "hyperparam_dtype=jnp.float32)"
+            )
+        raise ValueError(f"{name} must be in {interval}, got {value!r}{hint}")
+
+
+def _validate_learning_rate(learning_rate: Any) -> None:
+    if callable(learning_rate):
+        return
+    _validate_nonnegative("learning_rate", learning_rate)
+
+
+def _validate_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a Python bool (a static choice), got {value!r}")
+
+
+def _validate_mu_dtype(mu_dtype: Any) -> Any:
+    if mu_dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(mu_dtype)
+    except TypeError as error:
+        raise ValueError(f"mu_dtype must be a floating dtype or None, got {mu_dtype!r}") from error
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"mu_dtype must be a floating dtype or None, got {mu_dtype!r}")
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _validate_sync_period(sync_period: Any) -> None:
+    if isinstance(sync_period, bool | np.bool_):
+        raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
+    array = _concrete_scalar("sync_period", sync_period)
+    if array is None:
+        return
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"sync_period must be an integer >= 1, got {sync_period!r} of dtype {array.dtype}"
+        )
+    if int(array) < 1:
+        raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
+
+
+def _validate_slow_step_size(slow_step_size: Any) -> None:
+    if not callable(slow_step_size):
+        _validate_unit_interval("slow_step_size", slow_step_size, include_one=True)
