@@ -170,8 +170,9 @@ def _scatter(plan: GroupingPlan, buffers: Any) -> Any:
 def ungroup(state: GroupedState, buffers: Any) -> Any:
     """Cuts a tuple of buffers laid out as ``state``'s plan back into the params' tree.
 
-    Use it on any params-shaped part of the inner state, e.g. the slow weights of
-    a grouped Lookahead.
+    Use it on any params-shaped part of the inner state, e.g. Adam's moments.
+    (:func:`lookax.slow_params` already ungroups the slow weights of a grouped
+    Lookahead.)
 
     Args:
       state: a :class:`GroupedState` (from ``grouped(...).init``).
@@ -182,11 +183,11 @@ def ungroup(state: GroupedState, buffers: Any) -> Any:
 
     Example:
       >>> import jax.numpy as jnp, optax, lookax
-      >>> tx = lookax.grouped(lookax.lookahead(optax.adam(1e-3)))
+      >>> tx = lookax.grouped(optax.adam(1e-3))
       >>> params = {"a": jnp.ones(3), "b": jnp.zeros((2, 2))}
       >>> state = tx.init(params)
-      >>> slow = lookax.ungroup(state, lookax.slow_params(state))
-      >>> slow["b"].shape
+      >>> first_moment = lookax.ungroup(state, state.inner_state[0].mu)
+      >>> first_moment["b"].shape
       (2, 2)
     """
     if not isinstance(state, GroupedState):
@@ -247,8 +248,8 @@ def grouped(
     write of each; also of the params if ``inner`` uses them), no change in
     state memory. It pays where leaves are many and small: thousands of kernels
     and state arrays become a few dozen. For a grouped Lookahead,
-    ``lookax.ungroup(state, lookax.slow_params(state))`` gives the slow weights
-    in the params' shape.
+    ``lookax.slow_params(state, params)`` gives the slow weights in the params'
+    shape (it cuts the buffers back into leaves).
 
     Under ``jax.jit``/``jax.eval_shape`` of ``init`` the shardings of auto-
     sharded arrays are not visible, and every leaf counts as unsharded; call

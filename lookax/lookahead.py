@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from lookax._validation import _validate_slow_step_size, _validate_sync_period
+from lookax.grouping import GroupedState, ungroup
 
 __all__ = [
     "InnerStateOnSync",
@@ -425,20 +426,32 @@ def init_from_inner(
     return fresh._replace(inner_state=inner_state, inner_state_at_sync=at_sync)
 
 
-def _is_lookahead_state(node: Any) -> bool:
-    return isinstance(node, LookaheadState)
-
-
 def _is_masked_node(node: Any) -> bool:
     return isinstance(node, optax.MaskedNode)
+
+
+def _outermost_lookahead_states(opt_state: optax.OptState) -> list[LookaheadState]:
+    """The outermost LookaheadStates, with the slow weights of grouped ones ungrouped."""
+    found = []
+    is_stop = lambda node: isinstance(node, LookaheadState | GroupedState)  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=is_stop):
+        if isinstance(node, LookaheadState):
+            found.append(node)
+        elif isinstance(node, GroupedState):
+            found.extend(
+                inner._replace(slow=ungroup(node, inner.slow))
+                for inner in _outermost_lookahead_states(node.inner_state)
+            )
+    return found
 
 
 def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -> Any:
     """The slow weights held by the Lookahead states inside ``opt_state``.
 
     Searches any (nested) optimizer state: ``optax.chain``, ``optax.masked``,
-    ``optax.multi_transform``, ``inject_hyperparams``, ``MultiSteps``, a Flax
-    ``TrainState.opt_state`` or the state of an ``nnx.Optimizer``. For nested
+    ``optax.multi_transform``, ``inject_hyperparams``, ``MultiSteps``,
+    :func:`lookax.grouped` (whose buffers it cuts back into the params' leaves), a
+    Flax ``TrainState.opt_state`` or the state of an ``nnx.Optimizer``. For nested
     Lookahead it returns the outermost slow weights.
 
     Args:
@@ -462,11 +475,7 @@ def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -
       >>> state = tx.init(params)
       >>> eval_params = lookax.slow_params(state, params)
     """
-    found = [
-        node
-        for node in jax.tree.leaves(opt_state, is_leaf=_is_lookahead_state)
-        if _is_lookahead_state(node)
-    ]
+    found = _outermost_lookahead_states(opt_state)
     if not found:
         raise ValueError(
             "slow_params: no LookaheadState found in opt_state; is lookax.lookahead(...) "

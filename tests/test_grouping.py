@@ -144,10 +144,29 @@ def test_grouped_lookahead_slow_weights_match_ungrouped():
     inner = INNERS["lookahead(sgd momentum)"]
     _, plain_state = _run(inner(), params, grads)
     _, grouped_state = _run(grouped(inner()), params, grads)
-    slow = ungroup(grouped_state, lookax.slow_params(grouped_state))
-    for x, y in zip(
-        jax.tree.leaves(lookax.slow_params(plain_state)), jax.tree.leaves(slow), strict=True
+    expected = lookax.slow_params(plain_state)
+    # slow_params cuts the grouped buffers back into the params' leaves, with or
+    # without params, and inside a chain too.
+    chained = (optax.EmptyState(), grouped_state)
+    for slow in (
+        lookax.slow_params(grouped_state),
+        lookax.slow_params(grouped_state, params),
+        lookax.slow_params(chained, params),
     ):
+        assert jax.tree.structure(slow) == jax.tree.structure(params)
+        for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(slow), strict=True):
+            assert x.shape == y.shape and x.dtype == y.dtype
+            np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
+
+
+def test_ungroup_cuts_a_params_shaped_inner_state_back():
+    params = _mixed_params()
+    grads = _gradient_stream(params, steps=3)
+    _, plain_state = _run(optax.adam(1e-3), params, grads)
+    _, grouped_state = _run(grouped(optax.adam(1e-3)), params, grads)
+    mu = ungroup(grouped_state, grouped_state.inner_state[0].mu)
+    assert jax.tree.structure(mu) == jax.tree.structure(params)
+    for x, y in zip(jax.tree.leaves(plain_state[0].mu), jax.tree.leaves(mu), strict=True):
         assert x.shape == y.shape and x.dtype == y.dtype
         np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32))
 
