@@ -27,12 +27,20 @@ achieved GB/s and its share of this machine's bandwidth, measured in the same
 set by a donated jitted axpy; the minor page faults per step (a fresh
 temporary buffer costs one per 4 KiB page on every step); process CPU time per
 step (less sensitive to other processes than wall time); and, per candidate,
-``memory_analysis()`` and the trace/lower/compile times.
+``memory_analysis()``, the trace/lower/compile times and the kernels of the
+compiled HLO, all of them and the distinct ones (kernels that differ only in
+names are compiled once, so compile time follows the distinct count).
+
+The ``instep`` set times the same Lookahead/Adam pair with the gradients made
+inside the step (written to a fresh buffer, as a backward pass writes them):
+there they die inside the step and their buffer can take the updates, which a
+gradients-as-input step cannot offer.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -220,8 +228,10 @@ class HloStats:
     bytes_per_step: float  # parsed from the HLO; each sync cond weighted (k-1)/k, 1/k
     cost_analysis_bytes: float
     kernels: int  # compute instructions outside fused computations, branches included
+    distinct_kernels: int  # kernels that differ in more than names: what XLA:CPU compiles
     copies: int
     conditionals: int
+    kernel_bodies: collections.Counter  # every kernel, names replaced by positions
 
 
 def hlo_stats(hlo_text: str, cost_bytes: float, sync_period: int | None) -> HloStats:
@@ -304,9 +314,31 @@ def hlo_stats(hlo_text: str, cost_bytes: float, sync_period: int | None) -> HloS
                 total += sizes[inst_name] + read
         return total
 
+    def body_key(name: str) -> tuple:
+        """A computation's instructions with their names replaced by positions."""
+        body = computations.get(name, [])
+        position = {inst[0]: str(i) for i, inst in enumerate(body)}
+
+        def rename(text: str) -> str:
+            text = re.sub(r",?\s*metadata=\{[^}]*\}", "", text)
+            return re.sub(r"%([\w.\-]+)", lambda m: "%" + position.get(m.group(1), "?"), text)
+
+        return tuple((t, op, rename(operands), rename(attrs)) for _, t, op, operands, attrs in body)
+
+    def kernel_key(inst: tuple[str, str, str, str, str]) -> tuple:
+        _, type_text, opcode, operands, attrs = inst
+        called = re.search(r"calls=%([\w.\-]+)", attrs)
+        if called:
+            return (opcode, type_text, body_key(called.group(1)))
+        operand_types = tuple(re.findall(r"(\w+\[[\d,]*\])", operands))
+        return (opcode, type_text, operand_types)
+
+    bodies: collections.Counter = collections.Counter()
+
     def counts(name: str) -> tuple[int, int, int]:
         kernels = copies = conds = 0
-        for _, _, opcode, _, attrs in computations.get(name, []):
+        for inst in computations.get(name, []):
+            opcode, attrs = inst[2], inst[4]
             if opcode == "conditional":
                 conds += 1
                 for b in branches_of(attrs):
@@ -315,12 +347,13 @@ def hlo_stats(hlo_text: str, cost_bytes: float, sync_period: int | None) -> HloS
             elif opcode not in _NOT_KERNELS:
                 kernels += 1
                 copies += opcode == "copy"
+                bodies[kernel_key(inst)] += 1
         return kernels, copies, conds
 
     if entry is None:
-        return HloStats(cost_bytes, cost_bytes, 0, 0, 0)
+        return HloStats(cost_bytes, cost_bytes, 0, 0, 0, 0, collections.Counter())
     kernels, copies, conds = counts(entry)
-    return HloStats(full_bytes(entry), cost_bytes, kernels, copies, conds)
+    return HloStats(full_bytes(entry), cost_bytes, kernels, len(bodies), copies, conds, bodies)
 
 
 # ----------------------------------------------------------------------------
@@ -354,12 +387,27 @@ class Candidate:
         pass
 
 
-def _step_fn(tx: optax.GradientTransformation) -> Callable:
+def _step_fn(tx: optax.GradientTransformation, grads_in_step: bool = False) -> Callable:
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    return step
+    def step_making_grads(params, state, data):
+        # A stand-in for backprop: the gradients are computed inside the step into a
+        # fresh buffer, as a backward pass writes them, and die there. A cond on a
+        # runtime value keeps XLA from fusing their producer into the optimizer's
+        # kernels (a real backward pass ends in dots and convolutions, which do not
+        # fuse either); both branches give ``data / 2``, bit for bit.
+        first = jax.tree.leaves(data)[0].reshape(-1)[0]
+        grads = jax.lax.cond(
+            jnp.isfinite(first),
+            lambda d: jax.tree.map(lambda x: x * 0.5, d),
+            lambda d: jax.tree.map(lambda x: x / 2.0, d),
+            data,
+        )
+        return step(params, state, grads)
+
+    return step_making_grads if grads_in_step else step
 
 
 def _first(cost: Any) -> dict:
@@ -376,6 +424,7 @@ class JaxCandidate(Candidate):
         *,
         sync_period: int | None = None,
         lookahead_params: bool = False,
+        grads_in_step: bool = False,
         cache: dict[str, Compiled] | None = None,
     ):
         self.name = name
@@ -389,7 +438,7 @@ class JaxCandidate(Candidate):
         if cache is not None and name in cache:
             self.compiled = cache[name]
             return
-        jitted = jax.jit(_step_fn(tx), donate_argnums=(0, 1), keep_unused=True)
+        jitted = jax.jit(_step_fn(tx, grads_in_step), donate_argnums=(0, 1), keep_unused=True)
         wall0 = time.perf_counter()
         lowered = jitted.trace(self.params, self.state, grads).lower()
         wall1, cpu1 = time.perf_counter(), time.process_time()
@@ -583,7 +632,8 @@ def report_set(res: SetResult) -> None:
     ref_c = next((c.compiled for c in compiled if c.name == res.reference), None)
     headers = [
         "candidate", "trace+lower s", "compile s (cpu)", "x ref (cpu)", "compile s (wall)",
-        "kernels", "copies", "conds", "arg MB", "out MB", "alias MB", "temp MB",
+        "kernels", "distinct kernels", "copies", "conds", "arg MB", "out MB", "alias MB",
+        "temp MB",
         "temp - ref (params)", "cost_analysis MB",
     ]  # fmt: skip
     rows = []
@@ -597,6 +647,7 @@ def report_set(res: SetResult) -> None:
                 fmt(m.compile_cpu_s / ref_c.compile_cpu_s) if ref_c else "-",
                 fmt(m.compile_wall_s),
                 str(m.hlo.kernels),
+                str(m.hlo.distinct_kernels),
                 str(m.hlo.copies),
                 str(m.hlo.conditionals),
                 fmt(m.argument_bytes / 1e6, 1),
@@ -622,6 +673,7 @@ GROUPED_LA = "lookax.grouped(lookax.lookahead(optax.adam))"
 OPTAX_FLAT = "optax.flatten(optax.adam)"
 PLAIN_SGD = "optax.sgd (p - lr g: one kernel, 3 arrays per leaf)"
 LOOKAX_ADAM = "lookax.adam"
+IN_STEP = " (grads made in the step)"
 TORCH_ADAM = "torch Adam(fused=True)"
 TORCH_LA = "torch Lookahead(Adam fused)"
 
@@ -754,10 +806,52 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
                     "lookahead(adam) compile <= 1.3x adam's",
                     f"{compile_ratio:.2f}x (trace+lower+compile cpu: "
                     f"{la_c.trace_lower_s + la_c.compile_cpu_s:.2f} s vs "
-                    f"{adam_c.trace_lower_s + adam_c.compile_cpu_s:.2f} s)",
+                    f"{adam_c.trace_lower_s + adam_c.compile_cpu_s:.2f} s; distinct "
+                    f"kernels {la_c.hlo.distinct_kernels} vs {adam_c.hlo.distinct_kernels})",
                     "met" if compile_ratio <= 1.3 else "NOT met",
                 ]
             )
+
+    if "instep" in cfg.sets and tree.large:
+
+        def in_step_candidates():
+            return [
+                jc(ADAM + IN_STEP, adam, grads_in_step=True),
+                jc(
+                    LOOKAX_LA + IN_STEP,
+                    lambda: lookax.lookahead(adam(), K, ALPHA),
+                    sync_period=K,
+                    grads_in_step=True,
+                ),
+                jc(
+                    OPTAX_LA + IN_STEP,
+                    lambda: optax.lookahead(adam(), K, ALPHA),
+                    lookahead_params=True,
+                    grads_in_step=True,
+                ),
+            ]
+
+        res = run_set(
+            "instep",
+            "Lookahead(Adam) with the gradients made inside the step",
+            in_step_candidates,
+            ADAM + IN_STEP,
+        )
+        t = res.timings
+        by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
+        adam_c, la_c = by_name[ADAM + IN_STEP], by_name[LOOKAX_LA + IN_STEP]
+        in_ratio = paired_ratio(t[LOOKAX_LA + IN_STEP].wall, t[ADAM + IN_STEP].wall)
+        in_cpu = paired_ratio(t[LOOKAX_LA + IN_STEP].cpu, t[ADAM + IN_STEP].cpu)
+        goals.append(
+            [
+                tree.name,
+                "(shape check) the same, gradients made inside the step",
+                f"{in_ratio:.2f} wall, {in_cpu:.2f} cpu; bytes "
+                f"{la_c.hlo.bytes_per_step / adam_c.hlo.bytes_per_step:.2f}; temp "
+                f"+{(la_c.temp_bytes - adam_c.temp_bytes) / (4 * tree.floats):.3f} params",
+                "within 1.20" if in_ratio <= 1.20 else "above 1.20",
+            ]
+        )
 
     if "grouping" in cfg.sets:
 
@@ -849,7 +943,28 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
             "--pairs-on-small runs them)\n"
         )
     elif "pairs" in cfg.sets and tree.extras:
-        rows = []
+        # A/A control: the same executable twice, each with its own arrays. Where
+        # buffers land in memory alone moves a step's time; the control's ratio is
+        # the noise floor of every pair ratio on this tree.
+        control_name = f"{ADAM} (A/A control: same executable, own arrays)"
+        control_a = jc(ADAM, adam)
+        cache[control_name] = control_a.compiled
+        control_b = jc(control_name, adam)
+        timings = time_set([control_a, control_b], rounds, cfg.warmup)
+        control = paired_ratio(timings[control_name].wall, timings[ADAM].wall)
+        control_cpu = paired_ratio(timings[control_name].cpu, timings[ADAM].cpu)
+        for c in (control_a, control_b):
+            c.close()
+        rows = [
+            [
+                "A/A control: optax.adam twice",
+                fmt(statistics.median(timings[ADAM].wall) * 1e3),
+                fmt(statistics.median(timings[control_name].wall) * 1e3),
+                fmt(control),
+                fmt(control_cpu),
+                "-", "-", "-", "-", "-",
+            ]
+        ]  # fmt: skip
         for label, (optax_fn, lookax_fn) in pairs().items():
             o_name, l_name = f"optax.{label}", f"lookax.{label}"
             candidates = [jc(o_name, optax_fn), jc(l_name, lookax_fn)]
@@ -859,6 +974,10 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
             cpu = paired_ratio(timings[l_name].cpu, timings[o_name].cpu)
             bytes_ratio = lc.hlo.bytes_per_step / oc.hlo.bytes_per_step
             same_bytes = abs(bytes_ratio - 1.0) <= 1e-3  # scalar kernels aside
+            optax_only = sum((oc.hlo.kernel_bodies - lc.hlo.kernel_bodies).values())
+            lookax_only = sum((lc.hlo.kernel_bodies - oc.hlo.kernel_bodies).values())
+            # Identical kernels run the same machine code: any time difference is noise.
+            differing = "none" if optax_only == lookax_only == 0 else f"{optax_only}/{lookax_only}"
             rows.append(
                 [
                     label,
@@ -869,6 +988,7 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
                     fmt(oc.hlo.bytes_per_step / 1e6, 1),
                     fmt(lc.hlo.bytes_per_step / 1e6, 1),
                     f"{oc.hlo.kernels}/{lc.hlo.kernels}",
+                    differing,
                     f"{oc.trace_lower_s + oc.compile_cpu_s:.2f}/"
                     f"{lc.trace_lower_s + lc.compile_cpu_s:.2f}",
                 ]
@@ -877,7 +997,8 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
                 [
                     tree.name,
                     f"lookax.{label}: same bytes as optax's, time <= 1.05x",
-                    f"bytes x{bytes_ratio:.4f}, time {wall:.2f} wall, {cpu:.2f} cpu",
+                    f"bytes x{bytes_ratio:.4f}, time {wall:.2f} wall, {cpu:.2f} cpu "
+                    f"(A/A control {control:.2f}); kernels not in the other (o/l): {differing}",
                     "met" if same_bytes and wall <= 1.05 else "NOT met",
                 ]
             )
@@ -888,7 +1009,8 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
         print_table(
             [
                 "optimizer", "optax ms/step", "lookax ms/step", "lookax/optax", "(cpu)",
-                "optax MB/step", "lookax MB/step", "kernels o/l", "compile s o/l (cpu)",
+                "optax MB/step", "lookax MB/step", "kernels o/l", "kernels only in o/l",
+                "compile s o/l (cpu)",
             ],
             rows,
         )  # fmt: skip
@@ -941,8 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds per set")
     parser.add_argument(
         "--sets",
-        default="lookahead,grouping,torch,pairs",
-        help="comma-separated subset of: lookahead, grouping, torch, pairs",
+        default="lookahead,instep,grouping,torch,pairs",
+        help="comma-separated subset of: lookahead, instep, grouping, torch, pairs",
     )
     parser.add_argument("--trees", default=None, help="comma-separated tree indices (0, 1, 2)")
     parser.add_argument(
