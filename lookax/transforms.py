@@ -348,7 +348,11 @@ def centralize_gradients(
 
         return jax.tree_util.tree_map_with_path(centralize, updates), state
 
-    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------

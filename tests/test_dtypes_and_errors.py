@@ -134,7 +134,11 @@ def test_weakly_typed_params_give_a_stable_state_type():
     state = tx.init(params)
     assert not state.inner_opt_state.slow.weak_type
     _, new_state = jax.jit(tx.update)(params, state, params)
-    assert jax.tree.map(jax.typeof, new_state) == jax.tree.map(jax.typeof, state)
+    # Lookahead's own state keeps its types. (The whole MultiSteps state does too from
+    # optax 0.2.8 on; older optax lets MultiSteps' acc_grads turn weakly typed.)
+    assert jax.tree.map(jax.typeof, new_state.inner_opt_state) == jax.tree.map(
+        jax.typeof, state.inner_opt_state
+    )
 
 
 @pytest.mark.parametrize("on_sync", ["keep", "reset", "interpolate"])

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.experimental
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -196,7 +197,10 @@ def test_matches_optax_float32(name):
 
 @pytest.mark.parametrize("name", sorted(FLOAT32_RTOL))
 def test_matches_optax_float64(name):
-    with jax.enable_x64(True):
+    # jax.enable_x64 is jax >= 0.7's name; older jax (the declared lower bound) has it
+    # in jax.experimental.
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    with enable_x64(True):
         error = _error(name, jnp.float64)
     assert error <= FLOAT64_RTOL, f"{name}: relative error {error:.2e}"
 
