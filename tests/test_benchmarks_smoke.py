@@ -1,4 +1,4 @@
-"""Smoke test: ``benchmarks/step_time.py --quick`` runs and prints its tables."""
+"""Smoke tests: ``benchmarks/step_time.py --quick`` and ``compile_floor.py --quick`` run."""
 
 from __future__ import annotations
 
@@ -10,22 +10,26 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "step_time.py"
 
 
-@pytest.mark.slow
-def test_step_time_quick_prints_its_tables():
+def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Runs ``benchmarks/<script>`` in a clean JAX environment (float32, one device)."""
     env = dict(os.environ)
     env.pop("JAX_ENABLE_X64", None)
     env.pop("XLA_FLAGS", None)
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-torch"],
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.slow
+def test_step_time_quick_prints_its_tables():
+    result = _run_benchmark("step_time.py", "--quick", "--no-torch")
     out = result.stdout
     assert result.returncode == 0, result.stderr[-4000:]
     assert "## Machine" in out and "axpy bandwidth in this set" in out
@@ -64,17 +68,7 @@ def test_step_time_quick_prints_its_tables():
 
 @pytest.mark.slow
 def test_compile_floor_quick_prints_its_table():
-    env = dict(os.environ)
-    env.pop("JAX_ENABLE_X64", None)
-    env.pop("XLA_FLAGS", None)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compile_floor.py"), "--quick"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _run_benchmark("compile_floor.py", "--quick")
     assert result.returncode == 0, result.stderr[-4000:]
     rows = {}
     for line in result.stdout.splitlines():
