@@ -322,6 +322,24 @@ def _signed(mean_se: tuple[float, float], digits: int = 2) -> str:
     return f"{mean:+.{digits}f} ± {se:.{digits}f}"
 
 
+def _per_lr_table(
+    results: dict[str, Any],
+    summary: dict[str, Any],
+    variant_names: list[str],
+    cell: Callable[[dict[str, np.ndarray], int], str],
+) -> list[str]:
+    """A markdown table: a row per (optimizer, learning rate), a column per variant."""
+    rows = [
+        "| optimizer | lr | " + " | ".join(variant_names) + " |",
+        "|---|---:|" + "---:|" * len(variant_names),
+    ]
+    for base_name, result in results.items():
+        for i, lr in enumerate(result["lrs"]):
+            cells = [cell(summary[base_name][v], i) for v in variant_names]
+            rows.append(f"| {result['label']} | {lr:g} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def markdown(
     results: dict[str, Any],
     summary: dict[str, Any],
@@ -358,36 +376,25 @@ def markdown(
         "",
         "### Test accuracy (%), mean ± std over seeds",
         "",
-        "| optimizer | lr | " + " | ".join(variant_names) + " |",
-        "|---|---:|" + "---:|" * len(variant_names),
     ]
-    for base_name, result in results.items():
-        for i, lr in enumerate(result["lrs"]):
-            cells = []
-            for v in variant_names:
-                entry = summary[base_name][v]
-                cell = _pm(entry["final_acc"][i])
-                if entry["diverged"][i].any():
-                    cell += f" ({int(entry['diverged'][i].sum())} diverged)"
-                if i == best_lr_index(entry):
-                    cell = f"**{cell}**"
-                cells.append(cell)
-            out.append(f"| {result['label']} | {lr:g} | " + " | ".join(cells) + " |")
-    out += ["", "Bold: the best learning rate of each column.", ""]
 
+    def accuracy_cell(entry: dict[str, np.ndarray], i: int) -> str:
+        cell = _pm(entry["final_acc"][i])
+        if entry["diverged"][i].any():
+            cell += f" ({int(entry['diverged'][i].sum())} diverged)"
+        return f"**{cell}**" if i == best_lr_index(entry) else cell
+
+    def wobble_cell(entry: dict[str, np.ndarray], i: int) -> str:
+        stab = entry["stability"][i]
+        return "diverged" if np.isnan(stab).all() else f"{np.nanmean(stab):.2f}"
+
+    out += _per_lr_table(results, summary, variant_names, accuracy_cell)
+    out += ["", "Bold: the best learning rate of each column.", ""]
     out += [
         "### Wobble: std of test accuracy over the last evaluations (pp), mean over seeds",
         "",
-        "| optimizer | lr | " + " | ".join(variant_names) + " |",
-        "|---|---:|" + "---:|" * len(variant_names),
     ]
-    for base_name, result in results.items():
-        for i, lr in enumerate(result["lrs"]):
-            cells = []
-            for v in variant_names:
-                stab = summary[base_name][v]["stability"][i]
-                cells.append("diverged" if np.isnan(stab).all() else f"{np.nanmean(stab):.2f}")
-            out.append(f"| {result['label']} | {lr:g} | " + " | ".join(cells) + " |")
+    out += _per_lr_table(results, summary, variant_names, wobble_cell)
     out.append("")
 
     out += [
