@@ -371,6 +371,19 @@ def trees_bitwise_equal(a, b) -> bool:
     )
 
 
+def per_device_step(local, mesh, params_specs, state_specs, check_vma: bool = True):
+    """``local(params, state, poison)`` jitted as a shard_map step (poison replicated)."""
+    return jax.jit(
+        jax.shard_map(
+            local,
+            mesh=mesh,
+            in_specs=(params_specs, state_specs, P()),
+            out_specs=(params_specs, state_specs),
+            check_vma=check_vma,
+        )
+    )
+
+
 def advance_to_sync_step(step, params, state):
     """k - 1 clean steps: the next step would be a sync."""
     for _ in range(SYNC_PERIOD - 1):
@@ -412,14 +425,7 @@ def _() -> str:
         return optax.apply_updates(params, updates), state
 
     try:
-        jax.jit(
-            jax.shard_map(
-                local,
-                mesh=mesh,
-                in_specs=(params_specs, specs, P()),
-                out_specs=(params_specs, specs),
-            )
-        )(params, state, jnp.bool_(True))
+        per_device_step(local, mesh, params_specs, specs)(params, state, jnp.bool_(True))
     except Exception as error:  # noqa: BLE001
         return f"raised {type(error).__name__}: {str(error).splitlines()[0][:200]}"
     raise AssertionError("shard_map accepted device-varying counters as replicated")
@@ -436,15 +442,7 @@ def _() -> str:
         updates, state = tx.update(poisoned_local_grads(params, poison), state, params)
         return optax.apply_updates(params, updates), state
 
-    step = jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(params_specs, specs, P()),
-            out_specs=(params_specs, specs),
-            check_vma=False,
-        )
-    )
+    step = per_device_step(local, mesh, params_specs, specs, check_vma=False)
     new_params, _ = step(params, state, jnp.bool_(True))
     before = np.asarray(params["w"])
     after = np.asarray(new_params["w"])
@@ -478,15 +476,8 @@ def _() -> str:
         updates, state = tx.update(combined_flag_grads(params, poison), state, params)
         return optax.apply_updates(params, updates), state
 
-    step = jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(params_specs, specs, P()),
-            out_specs=(params_specs, specs),
-            check_vma=False,  # apply_if_finite's counters are computed from varying values
-        )
-    )
+    # check_vma off: apply_if_finite's counters are computed from varying values
+    step = per_device_step(local, mesh, params_specs, specs, check_vma=False)
     params, state = advance_to_sync_step(step, params, state)
     new_params, new_state = step(params, state, jnp.bool_(True))
     assert trees_bitwise_equal(new_params, params)
@@ -517,14 +508,7 @@ def _() -> str:
         )
         return optax.apply_updates(params, updates), state
 
-    step = jax.jit(
-        jax.shard_map(
-            local,
-            mesh=mesh,
-            in_specs=(params_specs, inner_specs, P()),
-            out_specs=(params_specs, inner_specs),
-        )
-    )
+    step = per_device_step(local, mesh, params_specs, inner_specs)
     params, inner_state = advance_to_sync_step(step, params, inner_state)
     new_params, new_inner_state = step(params, inner_state, jnp.bool_(True))
     assert trees_bitwise_equal(new_params, params)
