@@ -150,14 +150,13 @@ def lookahead(
     r"""Lookahead: k steps forward with ``inner``, then one step back.
 
     With fast weights :math:`\theta` (the params the user holds), slow weights
-    :math:`\phi` (kept in the state), sync period :math:`k` and slow step size
-    :math:`\alpha_t`, each call does
+    :math:`\phi`, sync period :math:`k` and slow step size :math:`\alpha_t`,
+    each call does
 
     .. math::
 
       u_t &= \mathrm{inner}(g_t, \theta_t) \\
-      \text{if } (t + 1) \bmod k \ne 0:&\quad \theta_{t+1} = \theta_t + u_t,
-          \quad \phi \text{ untouched} \\
+      \text{if } (t + 1) \bmod k \ne 0:&\quad \theta_{t+1} = \theta_t + u_t \\
       \text{else}:&\quad \phi \leftarrow \phi + \alpha_t (\theta_t + u_t - \phi),
           \quad \theta_{t+1} = \phi
 
@@ -166,14 +165,39 @@ def lookahead(
     gradient 1 every step, inner ``optax.sgd(0.1)``, k=3, alpha=0.5, the params
     after steps 1..7 are .9 .8 .85 .75 .65 .70 .60.
 
-    On a non-sync step the returned updates are exactly the inner updates and the
-    slow weights pass through the ``lax.cond`` untouched (bitwise, whatever the
-    params hold, NaN included). At a sync the updates move the params onto the
-    new slow weights, and the slow weights are stored as the value
-    ``optax.apply_updates(params, updates)`` produces, so the two are bitwise
-    equal (same-dtype slow weights). Non-finite values at a sync propagate.
+    How it runs (the deferred slow write). The returned updates are chosen
+    per element by a select, ``where(is_sync, d, u)``: the inner updates
+    :math:`u_t` off a sync, and at a sync the updates :math:`d` that move the
+    params onto the target :math:`\phi + \alpha_t(\theta_t + u_t - \phi)`. XLA
+    fuses the select into the user's ``optax.apply_updates``, so the inner
+    updates are never materialized and a step costs the inner step plus one
+    read of the slow weights. The sync itself writes nothing: the slow weights
+    *become the params the sync's updates produced*, copied at the start of the
+    next ``update`` call inside a ``jax.lax.cond`` (an identity on every other
+    call; the only place the slow weights are written). Consequences:
 
-    Inner state at a sync (``inner_state_on_sync``):
+    - After every sync the params and the slow weights are bitwise equal by
+      construction (any dtype, nested, vmapped, sharded). Until the next call
+      the state holds the previous slow weights, so read the current ones with
+      :func:`lookax.slow_params` ``(state, params)``, never ``state.slow``.
+    - Off a sync the updates are the inner updates bitwise, and the stored slow
+      weights come out bitwise unchanged whatever the params hold, NaN
+      included. At a sync, non-finite values propagate as in the paper.
+    - **Lookahead should be the last transform that changes the updates.** A
+      transform chained after it (e.g. a clip or a scale), or an edit of the
+      params between calls, moves the params away from the target, and the slow
+      weights follow the params: they become whatever params the next call
+      receives. Put clipping and the like *inside* (``lookahead(chain(clip,
+      adam))``) or before it.
+    - Nested Lookahead: when an inner sync falls on an outer sync, the params
+      land on the outer target and the inner slow weights follow them there
+      (the whole nest restarts from the outer target).
+    - A checkpoint taken between a sync and the next call holds the pending
+      copy in its counters and resumes exactly.
+
+    Inner state at a sync (``inner_state_on_sync``), applied in the same
+    deferred ``cond`` at the start of the next call (the trajectory is the one
+    of doing it at the sync):
 
     - ``'keep'`` (default, as the paper): the inner optimizer carries on.
     - ``'reset'``: the inner state is re-initialised from the new params, as
@@ -182,14 +206,19 @@ def lookahead(
     - ``'interpolate'``: every params-shaped floating subtree of the inner state
       (moments, momentum) moves like the weights,
       :math:`s \leftarrow s_{\mathrm{sync}} + \alpha (s - s_{\mathrm{sync}})`,
-      where :math:`s_{\mathrm{sync}}` is its value after the previous sync;
-      counters and hyperparameters continue. Only this option keeps that extra
-      copy of the inner state.
+      where :math:`s_{\mathrm{sync}}` is its value after the previous sync and
+      :math:`\alpha` is evaluated at the sync step's count; counters and
+      hyperparameters continue. Only this option keeps that extra copy of the
+      inner state. (A ``slow_step_size`` that ``optax.inject_hyperparams``
+      itself schedules is read at the call after the sync.)
 
     Cost: the state is the inner state plus one params-sized slow copy plus two
-    int32 scalars. Under ``jax.vmap`` with a batched state (e.g. over seeds) the
-    ``lax.cond`` becomes a ``select``: both branches run every step. Keep the
-    counters unbatched where possible (vmap the params and inner state only).
+    int32 scalars; a step is the inner step plus one fused read of the slow
+    weights, plus a copy of the params every k steps, and needs no temporary
+    beyond the inner step's. Under ``jax.vmap`` with a batched state (e.g. over
+    seeds) each ``lax.cond`` becomes a ``select``: both branches run every step.
+    Keep the counters unbatched where possible (vmap the params and inner state
+    only).
 
     Args:
       inner: the inner ("fast") optimizer. Extra arguments given to ``update``
@@ -200,9 +229,14 @@ def lookahead(
         schedules are).
       inner_state_on_sync: ``'keep'``, ``'reset'`` or ``'interpolate'``.
       slow_dtype: dtype of the slow weights; ``None`` keeps each param's dtype.
-        With e.g. ``jnp.float32`` over bf16 params, the slow weights are kept
-        unrounded, the updates are in the params' dtype and the params after a
-        sync are within 1 ulp of ``slow.astype(param_dtype)``.
+        A leaf whose slow dtype differs from its param's (e.g. ``jnp.float32``
+        over bf16 params) keeps unrounded slow weights, which cannot be
+        recovered from the rounded params: for those leaves the target is
+        written during the sync call, inside a ``lax.cond`` that takes the
+        inner updates, so they are materialized on every step (one params-sized
+        temporary and its traffic: this option's cost). The updates stay in the
+        params' dtype and the params after a sync are within 1 ulp of
+        ``slow.astype(param_dtype)``.
 
     Concrete ``sync_period`` and ``slow_step_size`` (Python, NumPy or concrete
     JAX scalars) are validated here and raise ``ValueError`` naming the
@@ -221,8 +255,8 @@ def lookahead(
       >>> for _ in range(3):
       ...     updates, state = tx.update(jnp.array(1.0), state, params)
       ...     params = optax.apply_updates(params, updates)
-      >>> print(f"{float(params):.2f}")
-      0.85
+      >>> print(f"{float(params):.2f} {float(lookax.slow_params(state, params)):.2f}")
+      0.85 0.85
 
     References:
       Zhang, Lucas, Hinton, Ba, `Lookahead Optimizer: k steps forward, 1 step
@@ -237,10 +271,13 @@ def lookahead(
         )
     if slow_dtype is not None:
         slow_dtype = jnp.dtype(slow_dtype)
-        if not jnp.issubdtype(slow_dtype, jnp.floating):
+        if not jnp.issubdtype(slow_dtype, jnp.inexact):
             raise ValueError(f"slow_dtype must be a floating dtype or None, got {slow_dtype}")
     inner = optax.with_extra_args_support(inner)
     interpolate = inner_state_on_sync == "interpolate"
+
+    def alpha_at(count: jax.Array) -> jax.Array:
+        return jnp.asarray(slow_step_size(count) if callable(slow_step_size) else slow_step_size)
 
     def init_fn(params: optax.Params) -> LookaheadState:
         _check_floating_params(params)
@@ -253,97 +290,153 @@ def lookahead(
             inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
         )
 
+    def catch_up(state: LookaheadState, params: optax.Params) -> LookaheadState:
+        """The deferred half of the previous call's sync (an identity otherwise)."""
+
+        def after_sync(operands):
+            params, slow, inner_state, at_sync = operands
+            slow = _copy_into_deferred(params, slow)
+            if inner_state_on_sync == "reset":
+                inner_state = _reset_like(inner.init(params), inner_state)
+            elif interpolate:
+                alpha = alpha_at(state.count - 1)  # the sync step's count
+                inner_state = _interpolate_params_like(inner_state, at_sync, alpha, params)
+                at_sync = inner_state
+            return slow, inner_state, at_sync
+
+        inner_state, at_sync = state.inner_state, state.inner_state_at_sync
+        if interpolate:
+            at_sync = _reset_like(at_sync, inner_state)
+        if inner_state_on_sync == "keep":
+            # Only what the copy changes crosses the cond: params and slow weights.
+            if not _deferred_leaves(params, state.slow):
+                return state
+            slow, _, _ = jax.lax.cond(
+                _sync_pending(state), after_sync, lambda ops: ops[1:], (params, state.slow, (), ())
+            )
+            return state._replace(slow=slow)
+        slow, inner_state, at_sync = jax.lax.cond(
+            _sync_pending(state),
+            after_sync,
+            lambda ops: ops[1:],
+            (params, state.slow, inner_state, at_sync),
+        )
+        return state._replace(slow=slow, inner_state=inner_state, inner_state_at_sync=at_sync)
+
     def update_fn(
         updates: optax.Updates,
         state: LookaheadState,
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, LookaheadState]:
-        if params is None:
-            raise ValueError(
-                "lookahead: update() requires params (the current fast weights): "
-                "call tx.update(grads, state, params)"
-            )
-        if not isinstance(state, LookaheadState):
-            raise TypeError(
-                "lookahead: state must be the LookaheadState that tx.init returned, got "
-                f"{type(state).__name__}; is it another optimizer's state, or a checkpoint "
-                "restored without a target? (restore into jax.eval_shape(tx.init, params))"
-            )
-        _check_same_structure("updates", updates, "params", params)
-        _check_same_structure("params", params, "state.slow", state.slow)
-
+        _check_update_arguments(updates, state, params)
+        state = catch_up(state, params)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        alpha = slow_step_size(state.count) if callable(slow_step_size) else slow_step_size
-        alpha = jnp.asarray(alpha)
         is_sync = state.phase + 1 >= sync_period
-
-        def sync(operands):
-            inner_updates, slow, inner_state, inner_state_at_sync = operands
-
-            def move_leaf(p, u, s):
-                fast = (p + u).astype(s.dtype)
-                target = s + alpha.astype(s.dtype) * (fast - s)
-                # Returned in the inner update's dtype, as the no-sync branch returns it;
-                # it can be wider than the params' (float32 hyperparameters injected over
-                # bf16 params promote the inner updates), and the widening is exact.
-                sync_update = (target - p).astype(p.dtype).astype(u.dtype)
-                # The stored slow weight is computed from the rounded update exactly as
-                # optax.apply_updates will compute it. The barrier keeps a compiler from
-                # fusing across that rounding (XLA:CPU drops it; there the update is
-                # materialized anyway, and tests/test_lookahead.py checks bitwise equality).
-                sync_update = jax.lax.optimization_barrier(sync_update)
-                stored = target if slow_dtype is not None else (p + sync_update).astype(p.dtype)
-                return sync_update, stored
-
-            moved = jax.tree.map(move_leaf, params, inner_updates, slow)
-            if jax.tree.leaves(params):
-                sync_updates, new_slow = jax.tree.transpose(
-                    jax.tree.structure(params), jax.tree.structure((0, 0)), moved
-                )
-            else:  # an empty tree ({}, (), ...): nothing to move, and transpose needs leaves
-                sync_updates, new_slow = inner_updates, slow
-            if inner_state_on_sync == "reset":
-                new_params = jax.tree.map(
-                    lambda p, u: (p + u).astype(p.dtype), params, sync_updates
-                )
-                inner_state = _reset_like(inner.init(new_params), inner_state)
-            elif interpolate:
-                inner_state = _interpolate_params_like(
-                    inner_state, inner_state_at_sync, alpha, params
-                )
-                inner_state_at_sync = inner_state
-            return sync_updates, new_slow, inner_state, inner_state_at_sync
-
-        def no_sync(operands):
-            return operands
-
-        if inner_state_on_sync == "keep":
-            # Only what a sync changes crosses the cond.
-            cond_inner, cond_at_sync = None, None
-        else:
-            cond_inner, cond_at_sync = inner_state, state.inner_state_at_sync
-            if interpolate:
-                # The copy takes the inner state's current types: an inner optimizer whose
-                # state changes dtype on its first update (bf16 moments promoted by float32
-                # injected hyperparameters) would otherwise give the cond's branches
-                # different types.
-                cond_at_sync = _reset_like(cond_at_sync, inner_state)
-        new_updates, new_slow, cond_inner, cond_at_sync = jax.lax.cond(
-            is_sync, sync, no_sync, (inner_updates, state.slow, cond_inner, cond_at_sync)
+        new_updates, slow = _sync_updates(
+            is_sync, alpha_at(state.count), params, inner_updates, state.slow
         )
-        if inner_state_on_sync == "keep":
-            cond_inner = inner_state
+        at_sync = state.inner_state_at_sync
+        if interpolate:
+            # An inner state whose types change on its first update (bf16 moments promoted
+            # by float32 injected hyperparameters) keeps its copy's types in step.
+            at_sync = _reset_like(at_sync, inner_state)
         new_state = LookaheadState(
             count=optax.safe_increment(state.count),
             phase=jnp.where(is_sync, 0, state.phase + 1).astype(jnp.int32),
-            slow=new_slow,
-            inner_state=cond_inner,
-            inner_state_at_sync=cond_at_sync,
+            slow=slow,
+            inner_state=inner_state,
+            inner_state_at_sync=at_sync,
         )
         return new_updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _sync_pending(state: LookaheadState) -> jax.Array:
+    """Whether the last ``update`` call was a sync whose slow write is still to come.
+
+    A sync resets ``phase`` to 0, and ``phase`` is 0 otherwise only before the
+    first call (``count`` is 0 there and saturates, never wraps back to 0).
+    """
+    return (state.phase == 0) & (state.count > 0)
+
+
+def _check_update_arguments(updates: Any, state: Any, params: Any) -> None:
+    if params is None:
+        raise ValueError(
+            "lookahead: update() requires params (the current fast weights): "
+            "call tx.update(grads, state, params)"
+        )
+    if not isinstance(state, LookaheadState):
+        raise TypeError(
+            "lookahead: state must be the LookaheadState that tx.init returned, got "
+            f"{type(state).__name__}; is it another optimizer's state, or a checkpoint "
+            "restored without a target? (restore into jax.eval_shape(tx.init, params))"
+        )
+    _check_same_structure("updates", updates, "params", params)
+    _check_same_structure("params", params, "state.slow", state.slow)
+
+
+def _is_deferred(param: Any, slow: Any) -> bool:
+    """A leaf whose slow weight is taken from the params one call after a sync.
+
+    That is every leaf whose slow dtype is its param's dtype. A wider (or
+    otherwise different) slow dtype holds the unrounded target, which the params
+    cannot give back, so that leaf is written during the sync call instead.
+    """
+    return jnp.result_type(slow) == jnp.result_type(param)
+
+
+def _deferred_leaves(params: Any, slow: Any) -> list[int]:
+    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(slow), strict=True)
+    return [i for i, (p, s) in enumerate(pairs) if _is_deferred(p, s)]
+
+
+def _copy_into_deferred(params: Any, slow: Any) -> Any:
+    """The slow weights with every deferred leaf replaced by its param."""
+    return jax.tree.map(lambda p, s: p if _is_deferred(p, s) else s, params, slow)
+
+
+def _sync_updates(
+    is_sync: jax.Array, alpha: jax.Array, params: Any, inner_updates: Any, slow: Any
+) -> tuple[Any, Any]:
+    """The returned updates ``where(is_sync, d, u)`` and the slow weights after the call.
+
+    Deferred leaves read the slow weights and leave them as they are. Leaves with
+    a wide slow dtype get their new slow weights (the target) from a ``lax.cond``
+    that takes the inner updates, and the updates toward it.
+    """
+    p_leaves, treedef = jax.tree.flatten(params)
+    u_leaves = treedef.flatten_up_to(inner_updates)
+    s_leaves = treedef.flatten_up_to(slow)
+    wide = [
+        i for i, (p, s) in enumerate(zip(p_leaves, s_leaves, strict=True)) if not _is_deferred(p, s)
+    ]
+    if wide:
+        pick = lambda leaves: [leaves[i] for i in wide]  # noqa: E731
+        new_wide = jax.lax.cond(
+            is_sync,
+            lambda ops: [_target(alpha, p, u, s) for p, u, s in zip(*ops, strict=True)],
+            lambda ops: ops[2],
+            (pick(p_leaves), pick(u_leaves), pick(s_leaves)),
+        )
+        s_leaves = list(s_leaves)
+        for i, new in zip(wide, new_wide, strict=True):
+            s_leaves[i] = new
+    out = []
+    for i, (p, u, s) in enumerate(zip(p_leaves, u_leaves, s_leaves, strict=True)):
+        target = s if i in wide else _target(alpha, p, u, s)
+        # In the inner update's dtype, which can be wider than the params' (float32
+        # hyperparameters injected over bf16 params); the widening is exact.
+        toward_target = (target - p).astype(p.dtype).astype(u.dtype)
+        out.append(jnp.where(is_sync, toward_target, u))
+    return jax.tree.unflatten(treedef, out), jax.tree.unflatten(treedef, s_leaves)
+
+
+def _target(alpha: jax.Array, param: Any, update: Any, slow: Any) -> jax.Array:
+    fast = (param + update).astype(slow.dtype)
+    return slow + alpha.astype(slow.dtype) * (fast - slow)
 
 
 def _reset_like(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:
@@ -446,25 +539,31 @@ def _outermost_lookahead_states(opt_state: optax.OptState) -> list[LookaheadStat
 
 
 def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -> Any:
-    """The slow weights held by the Lookahead states inside ``opt_state``.
+    r"""The current slow weights of the Lookahead inside ``opt_state``, as a full params tree.
 
     Searches any (nested) optimizer state: ``optax.chain``, ``optax.masked``,
     ``optax.multi_transform``, ``inject_hyperparams``, ``MultiSteps``,
     :func:`lookax.grouped` (whose buffers it cuts back into the params' leaves), a
     Flax ``TrainState.opt_state`` or the state of an ``nnx.Optimizer``. For nested
-    Lookahead it returns the outermost slow weights.
+    Lookahead it returns the outermost slow weights. This is what a model is
+    evaluated on, as optax's ``schedule_free_eval_params(state, params)``.
+
+    ``params`` is required: Lookahead writes the slow weights one call after a
+    sync (the deferred slow write, see :func:`lookax.lookahead`), and until then
+    they are the params. Per leaf the result is
+    :math:`\mathrm{where}(\text{sync pending}, \theta, \phi)` where Lookahead
+    runs, and the params elsewhere, in the params' dtypes. It is jit- and
+    vmap-friendly (with batched counters the choice is made per batch element).
 
     Args:
       opt_state: an optimizer state containing at least one ``LookaheadState``.
-      params: optional current params. Given, the result is a full params-shaped
-        tree (in the params' dtypes): slow weights where Lookahead runs, the
-        params elsewhere, which is what a model is evaluated on.
+      params: the current params (the fast weights the state was updated with).
 
     Returns:
-      The slow weights (without ``params``: as stored, in the slow dtype; where
-      Lookahead runs on a subset, the other leaves are ``optax.MaskedNode``).
+      A tree with the params' structure, shapes and dtypes.
 
     Raises:
+      TypeError: if ``params`` is missing.
       ValueError: if ``opt_state`` holds no ``LookaheadState``, or the slow
         weights do not line up with ``params``.
 
@@ -475,22 +574,18 @@ def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -
       >>> state = tx.init(params)
       >>> eval_params = lookax.slow_params(state, params)
     """
+    if params is None:
+        raise TypeError(
+            "slow_params(opt_state, params) needs params: Lookahead writes the slow weights "
+            "one update call after a sync, and until then they are the params"
+        )
     found = _outermost_lookahead_states(opt_state)
     if not found:
         raise ValueError(
             "slow_params: no LookaheadState found in opt_state; is lookax.lookahead(...) "
             "part of this optimizer?"
         )
-    if params is None:
-        if len(found) == 1:
-            return found[0].slow
-        base = jax.tree.map(lambda _: optax.MaskedNode(), found[0].slow, is_leaf=_is_masked_node)
-        return _merge_slow(base, found, cast=False)
-    return _merge_slow(params, found, cast=True)
-
-
-def _merge_slow(base: Any, found: list[LookaheadState], cast: bool) -> Any:
-    base_leaves, base_def = jax.tree.flatten(base, is_leaf=_is_masked_node)
+    base_leaves, base_def = jax.tree.flatten(params, is_leaf=_is_masked_node)
     merged = list(base_leaves)
     for state in found:
         slow_leaves, slow_def = jax.tree.flatten(state.slow, is_leaf=_is_masked_node)
@@ -499,17 +594,16 @@ def _merge_slow(base: Any, found: list[LookaheadState], cast: bool) -> Any:
                 "slow_params: the slow weights do not line up with params:\n"
                 f"  params: {base_def}\n  slow:   {slow_def}"
             )
-        for i, (slow_leaf, base_leaf) in enumerate(zip(slow_leaves, base_leaves, strict=True)):
-            if _is_masked_node(slow_leaf):
-                continue
-            if cast and not _is_masked_node(base_leaf) and base_leaf is not None:
-                slow_leaf = _cast_like(slow_leaf, base_leaf)
-            merged[i] = slow_leaf
+        pending = _sync_pending(state)
+        for i, (slow, param) in enumerate(zip(slow_leaves, base_leaves, strict=True)):
+            if not _is_masked_node(slow):
+                merged[i] = _current_slow_leaf(pending, param, slow)
     return jax.tree.unflatten(base_def, merged)
 
 
-def _cast_like(value: Any, like: Any) -> Any:
-    dtype = getattr(like, "dtype", None)
-    if dtype is None or getattr(value, "dtype", None) in (None, dtype):
-        return value
-    return value.astype(dtype)
+def _current_slow_leaf(pending: jax.Array, param: Any, slow: Any) -> jax.Array:
+    if not _is_deferred(param, slow):
+        return jnp.asarray(slow).astype(jnp.result_type(param))
+    # With batched counters (jax.vmap over seeds) ``pending`` has the leading axes.
+    pending = jnp.reshape(pending, pending.shape + (1,) * (jnp.ndim(slow) - pending.ndim))
+    return jnp.where(pending, param, slow)

@@ -121,7 +121,7 @@ def lookax_runner(inner_name: str, on_sync: str, schedule: bool = False):
             params, state = carry
             updates, state = tx.update(grads, state, params)
             params = optax.apply_updates(params, updates)
-            return (params, state), (params, state.slow)
+            return (params, state), (params, lookax.slow_params(state, params))
 
         _, path = jax.lax.scan(step, (params, tx.init(params)), grads_stream)
         return path
@@ -197,7 +197,7 @@ def test_slow_weights_match_optax_lookahead():
             p = optax.apply_updates(p, u)
             lu, ls = theirs.update(g, ls, lp)
             lp = optax.apply_updates(lp, lu)
-            return (p, s, lp, ls), (s.slow, lp.slow)
+            return (p, s, lp, ls), (lookax.slow_params(s, p), lp.slow)
 
         lparams = optax.LookaheadParams.init_synced(params)
         carry = (params, ours.init(params), lparams, theirs.init(lparams))
@@ -222,16 +222,21 @@ def test_slow_weights_match_optax_lookahead():
 def test_apply_updates_lands_bitwise_on_slow_weights(dtype, alpha, seed):
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda x: jnp.asarray(x, dtype), random_tree(rng))
-    grads = jax.tree.map(lambda x: jnp.asarray(x, dtype), random_tree(rng, leading=(6,)))
+    grads = jax.tree.map(lambda x: jnp.asarray(x, dtype), random_tree(rng, leading=(7,)))
     params_after, slow_after = _exactness_runner(dtype)(params, grads, jnp.float32(alpha))
-    # Syncs happen after steps 2, 4, 6 (k=2).
+    # Syncs happen after steps 2, 4, 6 (k=2); the call after each one stores the slow
+    # weights, which are the params the sync's updates produced, bit for bit.
     for t in (1, 3, 5):
         for name in TREE_SHAPES:
             assert params_after[name].dtype == jnp.dtype(dtype)
-            np.testing.assert_array_equal(
-                np.asarray(params_after[name][t]).reshape(-1).view(np.uint8),
-                np.asarray(slow_after[name][t]).reshape(-1).view(np.uint8),
-            )
+            assert_bitwise(params_after[name][t], slow_after[name][t + 1])
+            assert not np.array_equal(slow_after[name][t], slow_after[name][t + 1])  # it moved
+
+
+def assert_bitwise(a, b):
+    np.testing.assert_array_equal(
+        np.asarray(a).reshape(-1).view(np.uint8), np.asarray(b).reshape(-1).view(np.uint8)
+    )
 
 
 @functools.cache
@@ -276,21 +281,20 @@ def test_wide_slow_dtype_keeps_unrounded_slow_weights_within_one_ulp():
     assert syncs == 10
 
 
+STRUCTURE_SHAPES = {"kernel": (3, 4, 2), "bias": (5,)}  # no scalar: shapes tell arrays apart
+
+
 def _update_jaxpr(tx, params):
     state = tx.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
     closed = jax.make_jaxpr(lambda g, s, p: tx.update(g, s, p))(grads, state, params)
-    n_grads = len(jax.tree.leaves(grads))
-    n_slow = len(jax.tree.leaves(state.slow))
-    slow_in = closed.jaxpr.invars[n_grads + 2 : n_grads + 2 + n_slow]
-    n_updates = len(jax.tree.leaves(params))
-    slow_out = closed.jaxpr.outvars[n_updates + 2 : n_updates + 2 + n_slow]
-    conds = [eqn for eqn in closed.jaxpr.eqns if eqn.primitive.name == "cond"]
-    return slow_in, slow_out, conds, closed
-
-
-def _uses(eqn, var) -> bool:
-    return any(operand is var for operand in eqn.invars)
+    n_grads, n_state = len(jax.tree.leaves(grads)), len(jax.tree.leaves(state))
+    invars = closed.jaxpr.invars
+    state_in = jax.tree.unflatten(jax.tree.structure(state), invars[n_grads : n_grads + n_state])
+    state_out = jax.tree.unflatten(
+        jax.tree.structure(state), closed.jaxpr.outvars[len(jax.tree.leaves(params)) :]
+    )
+    return closed.jaxpr, invars[:n_grads], state_in, state_out, invars[n_grads + n_state :]
 
 
 def _index(variables, var) -> int:
@@ -298,25 +302,32 @@ def _index(variables, var) -> int:
 
 
 @pytest.mark.parametrize("on_sync", SYNC_CHOICES)
-def test_non_sync_branch_neither_reads_nor_writes_slow_weights(on_sync):
-    params = {n: jnp.zeros(s) for n, s in TREE_SHAPES.items()}
+def test_one_cond_takes_only_params_and_state_never_the_inner_updates(on_sync):
+    params = {n: jnp.zeros(s) for n, s in STRUCTURE_SHAPES.items()}
     tx = lookax.lookahead(optax.adam(1e-3), 5, 0.5, inner_state_on_sync=on_sync)
-    slow_in, slow_out, conds, closed = _update_jaxpr(tx, params)
-    assert len(conds) == 1, closed
+    jaxpr, grads_in, state_in, state_out, params_in = _update_jaxpr(tx, params)
+    conds = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "cond"]
+    assert len(conds) == 1, jaxpr
     (cond,) = conds
-    no_sync, sync = cond.params["branches"]
-    # Nothing outside the cond touches the slow weights.
-    for eqn in closed.jaxpr.eqns:
-        if eqn is not cond:
-            assert not any(_uses(eqn, var) for var in slow_in), eqn
-    for var_in, var_out in zip(slow_in, slow_out, strict=True):
-        position = _index(cond.invars[1:], var_in)
-        branch_var = no_sync.jaxpr.invars[position]
-        out_position = _index(cond.outvars, var_out)
-        assert no_sync.jaxpr.outvars[out_position] is branch_var  # passed through
-        assert not any(_uses(eqn, branch_var) for eqn in no_sync.jaxpr.eqns)  # never read
-        # The sync branch does compute with it (so this check can fail).
-        assert any(_uses(eqn, sync.jaxpr.invars[position]) for eqn in sync.jaxpr.eqns)
+    # Every params-sized operand is a params or state input of update: nothing computed in
+    # the step (the inner updates above all) crosses the cond, and neither do the gradients.
+    params_shapes = set(STRUCTURE_SHAPES.values())
+    sized = [v for v in cond.invars[1:] if tuple(v.aval.shape) in params_shapes]
+    state_vars = jax.tree.leaves(state_in._replace(count=None, phase=None))
+    assert all(any(v is w for w in params_in + state_vars) for v in sized), cond.invars
+    if on_sync == "keep":  # only the params and the slow weights
+        assert len(sized) == 2 * len(params), sized
+    # The stored slow weights are the cond's outputs, passed through by its identity branch.
+    identity, copy = cond.params["branches"]
+    slow_pairs = zip(jax.tree.leaves(state_in.slow), jax.tree.leaves(state_out.slow), strict=True)
+    for param_var, (var_in, var_out) in zip(params_in, slow_pairs, strict=True):
+        position, out_position = _index(cond.invars[1:], var_in), _index(cond.outvars, var_out)
+        param_position = _index(cond.invars[1:], param_var)
+        assert identity.jaxpr.outvars[out_position] is identity.jaxpr.invars[position]
+        assert copy.jaxpr.outvars[out_position] is copy.jaxpr.invars[param_position]
+    # The returned updates are selects made outside any cond.
+    for var in jaxpr.outvars[: len(params)]:
+        assert not any(var is out for out in cond.outvars)
 
 
 def test_slow_weights_bitwise_unchanged_off_sync_even_with_nan_fast_weights():
@@ -326,12 +337,37 @@ def test_slow_weights_bitwise_unchanged_off_sync_even_with_nan_fast_weights():
     step = jax.jit(tx.update)
     slow_before = jax.tree.map(np.asarray, state.slow)
     nan_params = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
+    grads = jax.tree.map(jnp.ones_like, params)
     for _ in range(2):  # steps 1 and 2 of a 3-cycle: no sync
-        _, state = step(jax.tree.map(jnp.ones_like, params), state, nan_params)
+        _, state = step(grads, state, nan_params)
     chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.slow), slow_before)
-    # At the sync, non-finite values propagate as in the paper.
-    _, state = step(jax.tree.map(jnp.ones_like, params), state, nan_params)
+    # At the sync, non-finite values propagate as in the paper; the write comes a call later.
+    updates, state = step(grads, state, nan_params)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.slow), slow_before)
+    assert all(np.isnan(np.asarray(u)).all() for u in jax.tree.leaves(updates))
+    slow_now = lookax.slow_params(state, nan_params)
+    assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree.leaves(slow_now))
+    _, state = step(grads, state, nan_params)
     assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.slow))
+
+
+def test_non_sync_updates_are_the_inner_updates_bitwise():
+    rng = np.random.default_rng(11)
+    params, grads = random_tree(rng), random_tree(rng, leading=(9,))
+    inner = optax.adam(0.02)
+    tx = lookax.lookahead(inner, sync_period=4, slow_step_size=0.5)
+    la_step, inner_step = jax.jit(tx.update), jax.jit(inner.update)
+    state = tx.init(params)
+    for t in range(9):
+        g = jax.tree.map(lambda x, t=t: x[t], grads)
+        inner_state = state.inner_state  # as the catch-up leaves it ('keep': unchanged)
+        updates, state = la_step(g, state, params)
+        expected, _ = inner_step(g, inner_state, params)
+        if (t + 1) % 4:
+            chex.assert_trees_all_equal(updates, expected)
+        else:
+            assert not np.array_equal(updates["kernel"], expected["kernel"])
+        params = optax.apply_updates(params, updates)
 
 
 def test_donated_jitted_step_compiles_once_and_init_never_aliases():
@@ -394,7 +430,7 @@ def test_sync_timing_survives_counter_saturation():
         phases.append(int(state.phase))
         counts.append(int(state.count))
         if phases[-1] == 0:
-            assert float(params) == float(state.slow)
+            assert float(params) == float(lookax.slow_params(state, params))
     assert phases == [1, 2, 0] * 3
     assert counts[-1] == np.iinfo(np.int32).max  # saturated, never wrapped
 
@@ -402,38 +438,43 @@ def test_sync_timing_survives_counter_saturation():
 # --- Inner state at a sync. -------------------------------------------------------------
 
 
-def _two_cycles(on_sync):
+def _two_cycles(on_sync, steps=4):
+    """``history[t]`` is (state, params, grads) after step t (grads of step t)."""
     params = {"w": jnp.array([1.0, -2.0]), "b": jnp.float32(0.5)}
     inner = optax.adam(0.1)
     tx = lookax.lookahead(inner, sync_period=2, slow_step_size=0.5, inner_state_on_sync=on_sync)
     state = tx.init(params)
-    history = [state]
-    for t in range(4):
+    history = [(state, params, None)]
+    for t in range(steps):
         grads = jax.tree.map(lambda p, t=t: jnp.full_like(p, t + 1.0), params)
         updates, state = tx.update(grads, state, params)
         params = optax.apply_updates(params, updates)
-        history.append(state)
+        history.append((state, params, grads))
     return inner, params, history
 
 
 def test_reset_reinitialises_inner_state_counters_included():
-    inner, params, history = _two_cycles("reset")
-    after_sync = history[4].inner_state
-    chex.assert_trees_all_equal(after_sync, inner.init(params))
-    assert int(after_sync[0].count) == 0
+    inner, params, history = _two_cycles("reset", steps=5)
+    # The sync after step 4 is completed at the start of call 5: the inner optimizer starts
+    # over from the params the sync produced (its counter restarts too).
+    params_at_sync, grads = history[4][1], history[5][2]
+    expected = inner.update(grads, inner.init(params_at_sync), params_at_sync)[1]
+    chex.assert_trees_all_equal(history[5][0].inner_state, expected)
+    assert int(history[5][0].inner_state[0].count) == 1
 
 
 def test_interpolate_moves_moments_like_weights_and_counters_continue():
     _, _, keep_history = _two_cycles("keep")
     _, _, history = _two_cycles("interpolate")
-    # After the first sync (step 2) the moments are halfway from their initial zeros.
-    adam_kept = keep_history[2].inner_state[0]
-    adam_interp = history[2].inner_state[0]
+    # The first sync (step 2) is completed at the start of call 3: the moments move halfway
+    # from their initial zeros, and that is the snapshot the next sync interpolates from.
+    adam_kept = keep_history[2][0].inner_state[0]
+    adam_interp = history[3][0].inner_state_at_sync[0]
     chex.assert_trees_all_close(adam_interp.mu, jax.tree.map(lambda m: 0.5 * m, adam_kept.mu))
     chex.assert_trees_all_close(adam_interp.nu, jax.tree.map(lambda v: 0.5 * v, adam_kept.nu))
-    assert int(adam_interp.count) == 2
-    chex.assert_trees_all_equal(history[2].inner_state_at_sync, history[2].inner_state)
-    assert keep_history[2].inner_state_at_sync is None
+    assert int(adam_interp.count) == 2  # counters continue
+    assert int(history[3][0].inner_state[0].count) == 3
+    assert keep_history[2][0].inner_state_at_sync is None
 
 
 # --- Arguments and bad input. -----------------------------------------------------------
@@ -542,14 +583,26 @@ def _trained(tx, params, steps=5):
 def test_slow_params_in_a_chain_and_nested_lookahead():
     params = {"w": jnp.ones(3), "b": jnp.zeros(())}
     tx = optax.chain(optax.clip_by_global_norm(1.0), lookax.lookahead(optax.sgd(0.1), 2))
-    params, state = _trained(tx, params)
-    chex.assert_trees_all_equal(lookax.slow_params(state), state[1].slow)
+    params, state = _trained(tx, params)  # syncs after steps 2 and 4, written at 3 and 5
     chex.assert_trees_all_equal(lookax.slow_params(state, params), state[1].slow)
+    params, state = _trained(tx, params, steps=2)  # a sync just ran: its slow weights are params
+    chex.assert_trees_all_equal(lookax.slow_params(state, params), params)
+    assert not np.array_equal(state[1].slow["w"], params["w"])
 
     nested = lookax.lookahead(lookax.lookahead(optax.sgd(0.1), 2), 3)
-    params, state = _trained(nested, {"w": jnp.ones(3)}, steps=7)
-    chex.assert_trees_all_equal(lookax.slow_params(state), state.slow)
+    params, state = _trained(nested, {"w": jnp.ones(3)}, steps=5)
+    chex.assert_trees_all_equal(lookax.slow_params(state, params), state.slow)  # outermost
     assert not np.array_equal(state.slow["w"], state.inner_state.slow["w"])
+    # Both synced after step 6: the whole nest restarts from the outer target.
+    params, state = _trained(nested, {"w": jnp.ones(3)}, steps=7)
+    chex.assert_trees_all_equal(state.slow, state.inner_state.slow)
+
+
+def test_slow_params_without_params_says_why():
+    tx = lookax.lookahead(optax.sgd(0.1), 2)
+    state = tx.init(jnp.ones(3))
+    with pytest.raises(TypeError, match="needs params"):
+        lookax.slow_params(state)
 
 
 def test_slow_params_fills_untouched_leaves_from_params():
@@ -576,7 +629,7 @@ def test_slow_params_on_a_train_state_and_without_lookahead():
     state = state.apply_gradients(grads={"w": jnp.ones(3)})
     assert lookax.slow_params(state.opt_state, state.params)["w"].shape == (3,)
     with pytest.raises(ValueError, match="no LookaheadState"):
-        lookax.slow_params(optax.adam(0.1).init(params))
+        lookax.slow_params(optax.adam(0.1).init(params), params)
 
 
 def test_adopting_lookahead_mid_run_continues_the_inner_optimizer():
