@@ -359,7 +359,8 @@ def _sync_pending(state: LookaheadState) -> jax.Array:
     A sync resets ``phase`` to 0, and ``phase`` is 0 otherwise only before the
     first call (``count`` is 0 there and saturates, never wraps back to 0).
     """
-    return (state.phase == 0) & (state.count > 0)
+    # asarray: an nnx.Optimizer holds the counters wrapped in nnx variables.
+    return (jnp.asarray(state.phase) == 0) & (jnp.asarray(state.count) > 0)
 
 
 def _check_update_arguments(updates: Any, state: Any, params: Any) -> None:

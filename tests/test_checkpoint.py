@@ -49,20 +49,27 @@ def assert_bitwise_equal(actual: dict, expected: dict):
 
 
 @pytest.mark.slow
-def test_orbax_restore_mid_cycle_in_a_fresh_process_is_bitwise_identical(tmp_path, run_worker):
+@pytest.mark.parametrize("save_after", [worker.SAVE_AFTER, 2 * worker.SYNC_PERIOD])
+def test_orbax_restore_in_a_fresh_process_is_bitwise_identical(tmp_path, run_worker, save_after):
+    """Mid-cycle (step 7), and between a sync and the call that stores its slow weights (10)."""
     import orbax.checkpoint as ocp
 
     init_state, step = worker.make_training()
     uninterrupted = worker.leaves_by_path(run(step, init_state(), worker.TOTAL_STEPS))
 
-    state = run(step, init_state(), worker.SAVE_AFTER)
+    state = run(step, init_state(), save_after)
     lookahead_state = state.opt_state[1]
-    assert 0 < int(lookahead_state.phase) < worker.SYNC_PERIOD - 1  # mid-cycle
     assert int(lookahead_state.count) > worker.SYNC_PERIOD  # a sync is behind it
-    # mid-cycle the slow weights, the fast weights and the moments' sync copy all differ
-    assert not np.array_equal(
-        lookahead_state.slow["dense"]["kernel"], state.params["dense"]["kernel"]
-    )
+    stored_kernel = lookahead_state.slow["dense"]["kernel"]
+    current_kernel = lookax.slow_params(state.opt_state, state.params)["dense"]["kernel"]
+    if save_after % worker.SYNC_PERIOD:
+        assert 0 < int(lookahead_state.phase) < worker.SYNC_PERIOD - 1  # mid-cycle
+        np.testing.assert_array_equal(current_kernel, stored_kernel)
+    else:  # a sync just ran: its slow weights are the params, still to be stored
+        assert int(lookahead_state.phase) == 0
+        np.testing.assert_array_equal(current_kernel, state.params["dense"]["kernel"])
+    # the slow and the fast weights differ (mid-cycle; or the stored ones, pending)
+    assert not np.array_equal(stored_kernel, state.params["dense"]["kernel"])
     checkpoint_dir = tmp_path / "checkpoint"
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(checkpoint_dir, state)
@@ -70,12 +77,12 @@ def test_orbax_restore_mid_cycle_in_a_fresh_process_is_bitwise_identical(tmp_pat
     checkpointer.close()
 
     out = tmp_path / "resumed.npz"
-    completed = run_worker(WORKER, checkpoint_dir, worker.SAVE_AFTER, out, timeout=240)
+    completed = run_worker(WORKER, checkpoint_dir, save_after, out, timeout=240)
     assert "restored and continued" in completed.stdout
     resumed = dict(np.load(out))
     assert_bitwise_equal(resumed, uninterrupted)
-    # the run crossed a sync after the restore (step 10), so the restored slow weights were used
-    assert worker.SAVE_AFTER < 2 * worker.SYNC_PERIOD <= worker.TOTAL_STEPS
+    # the run stored slow weights after the restore (steps 11 and later), so they were used
+    assert save_after <= 2 * worker.SYNC_PERIOD < worker.TOTAL_STEPS
 
 
 @pytest.mark.parametrize("on_sync", ["keep", "interpolate"])

@@ -58,6 +58,8 @@ def reference_nested_lookahead_sgd(theta0, grad_fn, learning_rate, inner, outer,
         if t % k_out == 0:
             slow_out = slow_out + alpha_out * (fast - slow_out)
             fast = slow_out.copy()
+            if t % k_in == 0:  # both synced: the inner slow weights follow the params
+                slow_in = fast.copy()
         theta = fast
         trajectory.append(theta.copy())
         outer_slow.append(slow_out.copy())
@@ -111,14 +113,16 @@ def test_clipping_before_lookahead_equals_lookahead_fed_clipped_gradients():
     step_chained, step_plain = make_step(chained), make_step(lookahead)
     p_chained, s_chained = params, chained.init(params)
     p_plain, s_plain = params, lookahead.init(params)
+    p_chained_at_sync = None
     for t, grads in enumerate(grad_stream, start=1):
         assert float(optax.tree.norm(grads)) > 5.0
         p_chained, s_chained = step_chained(p_chained, s_chained, grads)
         p_plain, s_plain = step_plain(p_plain, s_plain, jax.jit(clip)(grads))
         chex_close(p_chained, p_plain)
-        chex_close(lookax.slow_params(s_chained), s_plain.slow)
-        if t % 3 == 0:  # at a sync the params are the slow weights, bit for bit
-            assert_trees_bitwise_equal(p_chained, lookax.slow_params(s_chained))
+        chex_close(lookax.slow_params(s_chained, p_chained), lookax.slow_params(s_plain, p_plain))
+        if t % 3 == 1 and t > 1:  # the call after a sync stores the params it produced
+            assert_trees_bitwise_equal(p_chained_at_sync, s_chained[1].slow)
+        p_chained_at_sync = p_chained
     assert int(s_chained[1].count) == 7 and int(s_chained[1].phase) == 1
     assert len(step_chained.traces) == 1
 
@@ -139,8 +143,10 @@ def test_lookahead_after_a_stateful_transform_in_a_chain():
         p_in, s_in = step_inside(p_in, s_in, grads)
         p_out, s_out = step_outside(p_out, s_out, grads)
         chex_close(p_out, p_in)
-    chex_close(lookax.slow_params(s_out), s_in.slow)
-    assert_trees_bitwise_equal(p_out, lookax.slow_params(s_out))  # 8 steps: a sync just ran
+    chex_close(lookax.slow_params(s_out, p_out), lookax.slow_params(s_in, p_in))
+    assert_trees_bitwise_equal(p_out, lookax.slow_params(s_out, p_out))  # 8 steps: a sync ran
+    stored = jax.tree.leaves(s_out[1].slow)
+    assert not np.array_equal(jax.tree.leaves(p_out)[0], stored[0])  # and is still to be written
 
 
 def chex_close(actual, expected, rtol=1e-6, atol=1e-7):
@@ -175,7 +181,7 @@ def test_multisteps_k_counts_real_optimizer_steps():
     inner = state.inner_opt_state
     assert int(inner.count) == len(HAND_TRAJECTORY)  # real steps, not micro-steps
     assert int(inner.phase) == len(HAND_TRAJECTORY) % 3
-    assert float(lookax.slow_params(state)) == pytest.approx(0.70, rel=1e-6)
+    assert float(lookax.slow_params(state, params)) == pytest.approx(0.70, rel=1e-6)
     assert micro_step._cache_size() == 1
 
 
@@ -204,10 +210,10 @@ def test_multi_transform_lookahead_on_a_subset_and_full_tree_slow_params():
         assert full["head"]["b"] is params["head"]["b"]
     assert len(step.traces) == 1
 
-    # Without params: the slow weights alone, MaskedNode where Lookahead does not run.
-    slow_only = lookax.slow_params(state)
-    assert isinstance(slow_only["head"]["w"], optax.MaskedNode)
-    np.testing.assert_allclose(slow_only["encoder"]["w"], 0.70, rtol=1e-6)
+    # The state itself holds the slow weights alone, MaskedNode where Lookahead does not run.
+    stored = state.inner_states["lookahead"].inner_state.slow
+    assert isinstance(stored["head"]["w"], optax.MaskedNode)
+    np.testing.assert_allclose(stored["encoder"]["w"], 0.70, rtol=1e-6)
 
 
 def test_masked_lookahead_with_a_mask_function():
@@ -336,12 +342,16 @@ def test_nested_lookahead_matches_the_nested_algorithm():
         params, state = step(params, state)
         np.testing.assert_allclose(params, trajectory[t], rtol=1e-6)
         # slow_params finds the outermost slow weights; the inner ones are one level down.
-        np.testing.assert_allclose(lookax.slow_params(state), outer_slow[t], rtol=1e-6)
-        np.testing.assert_allclose(lookax.slow_params(state.inner_state), inner_slow[t], rtol=1e-6)
+        outer_now = lookax.slow_params(state, params)
+        inner_now = lookax.slow_params(state.inner_state, params)
+        np.testing.assert_allclose(outer_now, outer_slow[t], rtol=1e-6)
+        np.testing.assert_allclose(inner_now, inner_slow[t], rtol=1e-6)
         if (t + 1) % outer[0] == 0:
-            np.testing.assert_array_equal(params, lookax.slow_params(state))
-        elif (t + 1) % inner[0] == 0:
-            np.testing.assert_array_equal(params, lookax.slow_params(state.inner_state))
+            np.testing.assert_array_equal(params, outer_now)
+        if (t + 1) % inner[0] == 0:
+            np.testing.assert_array_equal(params, inner_now)
+    # The reference's "both synced" rule was exercised: steps 6 and 12.
+    assert num_steps >= 2 * inner[0] * outer[0]
 
 
 def test_ranger_under_another_lookahead():
@@ -379,6 +389,7 @@ def test_ranger_under_another_lookahead():
     p, s = params, tx.init(params)
     p2, s2 = params, spelled_out.init(params)
     losses = [float(loss(p))]
+    p_at_ranger_sync = None
     for t in range(1, 25):
         p, s = step(p, s)
         p2, s2 = step_spelled(p2, s2)
@@ -387,9 +398,12 @@ def test_ranger_under_another_lookahead():
         ranger_state = s.inner_state
         assert isinstance(ranger_state, lookax.LookaheadState)
         if t % outer_k == 0:
-            assert_trees_bitwise_equal(p, lookax.slow_params(s))
-        elif t % ranger_k == 0:
-            assert_trees_bitwise_equal(p, ranger_state.slow)
+            assert_trees_bitwise_equal(p, lookax.slow_params(s, p))
+        if t % ranger_k == 0:
+            assert_trees_bitwise_equal(p, lookax.slow_params(ranger_state, p))
+        if t % ranger_k == 1 and t > 1:
+            assert_trees_bitwise_equal(p_at_ranger_sync, ranger_state.slow)
+        p_at_ranger_sync = p
     assert int(s.count) == 24 and int(s.inner_state.count) == 24
     # Gradient Centralization removes the per-column mean of the kernel's gradient, so the
     # column means never move; the centred part of the fit still improves.

@@ -142,14 +142,14 @@ def test_grouped_lookahead_slow_weights_match_ungrouped():
     params = _mixed_params()
     grads = _gradient_stream(params, steps=5)
     inner = INNERS["lookahead(sgd momentum)"]
-    _, plain_state = _run(inner(), params, grads)
-    _, grouped_state = _run(grouped(inner()), params, grads)
-    expected = lookax.slow_params(plain_state)
-    # slow_params cuts the grouped buffers back into the params' leaves, with or
-    # without params, and inside a chain too.
+    plain_path, plain_state = _run(inner(), params, grads)
+    grouped_path, grouped_state = _run(grouped(inner()), params, grads)
+    params = grouped_path[-1]  # step 5 of k = 3: the slow weights are the stored ones
+    expected = lookax.slow_params(plain_state, plain_path[-1])
+    # slow_params cuts the grouped buffers back into the params' leaves, alone and
+    # inside a chain too.
     chained = (optax.EmptyState(), grouped_state)
     for slow in (
-        lookax.slow_params(grouped_state),
         lookax.slow_params(grouped_state, params),
         lookax.slow_params(chained, params),
     ):

@@ -73,6 +73,23 @@ def result_arrays(params, opt_state) -> dict[str, np.ndarray]:
     return out
 
 
+def run_checking_the_deferred_write(step, params, opt_state, data):
+    """NUM_STEPS steps; the call after each sync must store the sync's params bitwise."""
+    from jax.experimental import multihost_utils
+
+    at_sync, checked = None, 0
+    for t in range(1, NUM_STEPS + 1):
+        params, opt_state = step(params, opt_state, data)
+        if at_sync is not None:
+            stored = multihost_utils.process_allgather(opt_state.slow, tiled=True)
+            for name, value in at_sync.items():
+                np.testing.assert_array_equal(stored[name], value, err_msg=f"step {t} {name}")
+            checked += 1
+        # The step donates the params: keep the values at a sync on the host.
+        at_sync = None if t % SYNC_PERIOD else multihost_utils.process_allgather(params, True)
+    return params, opt_state, checked
+
+
 def main() -> None:
     process_id, num_processes = int(sys.argv[1]), int(sys.argv[2])
     coordinator_address, out_dir = sys.argv[3], sys.argv[4]
@@ -113,13 +130,14 @@ def main() -> None:
         opt_state = tx.init(params)
         for name, leaf in opt_state.slow.items():
             assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
-        for _ in range(NUM_STEPS):
-            params, opt_state = step(params, opt_state, data)
+        checked = run_checking_the_deferred_write(step, params, opt_state, data)
+        params, opt_state, deferred_writes_checked = checked
         for name, leaf in opt_state.slow.items():
             assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
 
         gathered = multihost_utils.process_allgather((params, opt_state), tiled=True)
         arrays = result_arrays(*gathered)
+        arrays["deferred_writes_checked"] = np.int64(deferred_writes_checked)
         if process_id == 0:
             np.savez(f"{out_dir}/result.npz", **arrays)
         multihost_utils.sync_global_devices("lookax multiprocess test done")

@@ -153,6 +153,20 @@ def lookahead_of(state) -> lookax.LookaheadState:
     return found[0]
 
 
+def check_deferred_write(i: int, params, state, at_sync):
+    """After step ``i + 1``: the params at the last sync are stored bitwise one call later.
+
+    Returns the host copy of the params when step ``i + 1`` was a sync (the step donates
+    them), else None.
+    """
+    if at_sync is not None:
+        assert trees_bitwise_equal(at_sync, state.slow), f"slow weights stored after step {i + 1}"
+    if (i + 1) % SYNC_PERIOD:
+        return None
+    assert trees_bitwise_equal(params, lookax.slow_params(state, params))
+    return jax.tree.map(np.asarray, params)
+
+
 def assert_close_trees(actual, expected, where: str) -> float:
     worst = 0.0
     for path, a, e in zip(
@@ -220,10 +234,12 @@ def named_sharding_check(axis_type: AxisType, on_sync: str) -> str:
             return optax.apply_updates(params, updates), state
 
         step = jax.jit(step, donate_argnums=(0, 1))
+        at_sync = None
         for i in range(NUM_STEPS):
             params, state = step(params, state)
             if i == 1:
                 compiled_after_two_steps = step._cache_size()
+            at_sync = check_deferred_write(i, params, lookahead_of(state), at_sync)
             for name, leaf in params.items():
                 assert leaf.sharding.is_equivalent_to(
                     NamedSharding(mesh, SPECS[name]), leaf.ndim
@@ -304,9 +320,11 @@ def shard_map_check(on_sync: str, inner_name: str) -> str:
     )
     unsharded = jax.jit(local_step)
     ref_params, ref_state = jax.device_put((host, host_state), jax.devices()[0])
-    for _ in range(NUM_STEPS):
+    at_sync = None
+    for i in range(NUM_STEPS):
         params, state = per_device(params, state)
         ref_params, ref_state = unsharded(ref_params, ref_state)
+        at_sync = check_deferred_write(i, params, state, at_sync)
     assert int(state.count) == NUM_STEPS and int(state.phase) == NUM_STEPS % SYNC_PERIOD
     for name, leaf in state.slow.items():
         assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
@@ -486,7 +504,10 @@ def _() -> str:
     # the next clean step is the sync that the NaN step would have been
     params, state = step(new_params, new_state, jnp.bool_(False))
     assert int(state.inner_state.phase) == 0 and int(state.inner_state.count) == SYNC_PERIOD
-    assert trees_bitwise_equal(params, state.inner_state.slow)
+    # the call after the sync stores the params it produced, on every device
+    params_at_sync = params
+    params, state = step(params, state, jnp.bool_(False))
+    assert trees_bitwise_equal(params_at_sync, state.inner_state.slow)
     return "skipped on every device; the next clean step syncs"
 
 
@@ -515,7 +536,9 @@ def _() -> str:
     assert trees_bitwise_equal(new_inner_state, inner_state)
     params, inner_state = step(new_params, new_inner_state, jnp.bool_(False))
     assert int(inner_state.phase) == 0 and int(inner_state.count) == SYNC_PERIOD
-    assert trees_bitwise_equal(params, inner_state.slow)
+    params_at_sync = params
+    params, inner_state = step(params, inner_state, jnp.bool_(False))
+    assert trees_bitwise_equal(params_at_sync, inner_state.slow)
     return "skipped on every device; the next clean step syncs"
 
 
