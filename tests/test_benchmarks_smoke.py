@@ -47,18 +47,23 @@ def test_step_time_quick_prints_its_tables():
     assert len(timing) >= 6 and len(compiled) >= 6, rows
     for row in timing:  # ms/step, ratio to optax.adam, ..., MB/step
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[5]) > 0, row
-    for row in compiled:  # DESIGN.md section 6: temp <= the inner step's + one params buffer
+        assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[5]) >= 0, row
+    for row in compiled:  # DESIGN.md section 6: no temporary beyond the inner step's
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert 0 < int(cells[6]) <= int(cells[5]), row  # distinct kernels, kernels
-        if "(grads made in the step)" in row:
-            assert int(cells[8]) == 2, row  # Lookahead's and the gradient maker's conds
-            # the dying gradient buffer takes the updates: no params-sized temporary
-            # beyond Adam's (a few scalars show on the tiny quick trees)
-            assert abs(float(cells[13])) <= 0.1, row
-        else:
-            assert int(cells[8]) == 1, row  # one conditional
-            assert 0.0 <= float(cells[13]) <= 1.5, row  # temp - ref, in params-sized buffers
+        # one cond (the deferred copy), plus the gradient maker's where there is one
+        assert int(cells[8]) == (2 if "(grads made in the step)" in row else 1), row
+        # temp - ref, in params-sized buffers (a few scalars show on the tiny quick trees)
+        assert abs(float(cells[13])) <= 0.1, row
+    # the wide slow dtype materializes the inner updates: its temp is visible
+    wide = [
+        line.strip("|").split("|")
+        for line in out.splitlines()
+        if line.startswith("| lookax.lookahead(optax.adam, slow_dtype=float32)")
+    ]
+    wide_compiled = [cells for cells in wide if len(cells) == 15]
+    assert len(wide_compiled) == 2, wide  # the two large quick trees
+    assert all(float(cells[13]) >= 0.4 for cells in wide_compiled), wide_compiled
     assert "### one leaf (quick) -- each lookax optimizer / its optax twin" in out
     for name in ("sgd(momentum=0.9)", "adam", "adamw(wd=1e-2)", "adadelta", "lion", "rmsprop"):
         assert f"| {name}" in out, name
