@@ -35,13 +35,18 @@ def _concrete_float(name: str, value: Any) -> float | None:
     """``value`` as a Python float, or None when it is traced.
 
     Raises ``ValueError`` naming ``name`` for anything that is not a real
-    scalar number (bools, strings, arrays of other shapes, callables).
+    scalar number (bools, strings, arrays of other shapes, callables); a
+    complex number with a zero imaginary part counts as real.
     """
     if isinstance(value, bool | np.bool_) or callable(value):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     array = _concrete_scalar(name, value)
     if array is None:
         return None
+    if jnp.issubdtype(array.dtype, jnp.complexfloating) and array.imag == 0:
+        # optax.inject_hyperparams casts hyperparameters to the params' widest dtype,
+        # which is complex for complex params.
+        array = array.real
     if not (jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     return float(array)
@@ -82,16 +87,47 @@ def _validate_flag(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a Python bool (a static choice), got {value!r}")
 
 
-def _validate_mu_dtype(mu_dtype: Any) -> Any:
-    if mu_dtype is None:
+def _real_dtype(dtype: Any) -> np.dtype:
+    """``dtype``'s real counterpart (``complex64`` -> ``float32``); real dtypes unchanged."""
+    dtype = jnp.dtype(dtype)
+    return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
+
+
+def _validate_state_dtype(name: str, dtype: Any) -> Any:
+    """A state storage dtype: None, or a floating or complex dtype, taken as a precision.
+
+    Returns None or a real dtype (``complex64`` gives ``float32``): each leaf's state is
+    real or complex as its param is (:func:`_state_dtype_for`), so one dtype serves a tree
+    of real and complex params.
+    """
+    if dtype is None:
         return None
+    message = f"{name} must be a floating or complex dtype or None, got {dtype!r}"
     try:
-        dtype = jnp.dtype(mu_dtype)
+        precision = _real_dtype(dtype)
     except TypeError as error:
-        raise ValueError(f"mu_dtype must be a floating dtype or None, got {mu_dtype!r}") from error
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"mu_dtype must be a floating dtype or None, got {mu_dtype!r}")
-    return jax.dtypes.canonicalize_dtype(dtype)
+        raise ValueError(message) from error
+    if not jnp.issubdtype(precision, jnp.floating):
+        raise ValueError(message)
+    return jax.dtypes.canonicalize_dtype(precision)
+
+
+def _validate_mu_dtype(mu_dtype: Any) -> Any:
+    return _validate_state_dtype("mu_dtype", mu_dtype)
+
+
+def _state_dtype_for(precision: Any, param_dtype: Any) -> Any:
+    """The dtype of a param's state leaf with the given precision (None: the param's dtype).
+
+    Complex params get the complex dtype of that precision (``bfloat16`` and ``float32``
+    give ``complex64``, there is no narrower one); real params its real dtype.
+    """
+    if precision is None:
+        return param_dtype
+    precision = _real_dtype(precision)
+    if jnp.issubdtype(param_dtype, jnp.complexfloating):
+        return jax.dtypes.canonicalize_dtype(jnp.promote_types(precision, jnp.complex64))
+    return jax.dtypes.canonicalize_dtype(precision)
 
 
 def _validate_sync_period(sync_period: Any) -> None:

@@ -21,7 +21,11 @@ Common to every optimizer:
   pytree of bools (or a function of the params returning one) selecting the
   leaves that are decayed. Under ``optax.inject_hyperparams`` a mask function
   must be listed in ``static_args``.
-- ``mu_dtype`` (where there is a first moment): its storage dtype, as optax's.
+- ``mu_dtype`` (where there is a first moment): its storage dtype, as optax's;
+  a floating or complex dtype, taken as a precision: complex params get a
+  complex first moment of that precision (``bfloat16`` and ``float32`` give
+  ``complex64``), real params a real one, so one ``mu_dtype`` serves a mixed
+  tree.
   Under ``optax.inject_hyperparams`` pass dtypes as ``jnp.dtype(...)`` objects
   or list ``mu_dtype`` in ``static_args`` (scalar types like ``jnp.bfloat16``
   are callables and would be taken for schedules).
@@ -33,6 +37,14 @@ Common to every optimizer:
   hyperparameters arrive as float32 arrays over bf16 params.
 - Invalid concrete hyperparameters raise ``ValueError`` naming the argument at
   construction; traced values cannot be checked and are used as given.
+- Complex params follow PyTorch: a complex number is two real parameters
+  (``torch.view_as_real``), each part with its own second moment, AMSGrad
+  maximum and Lion sign; state leaves keep the params' shape and dtype. Pass
+  the conjugate of ``jax.grad``'s output (PyTorch's ``.grad``), as optax
+  expects. optax's own optimizers share :math:`|g|^2` between the two parts
+  and take the complex sign :math:`g/|g|` in Lion. ``optax.inject_hyperparams``
+  over complex params casts the hyperparameters to a complex dtype; their
+  real part is used.
 
 PyTorch flags without meaning here: ``foreach``, ``fused``, ``capturable``,
 ``differentiable`` (implementation choices; jit compiles one fused step) and
@@ -49,6 +61,7 @@ import optax
 
 from lookax.lookahead import lookahead
 from lookax.transforms import (
+    _complex_as_real,
     _host_float,
     _is_concrete_zero,
     _validate_axis,
@@ -185,6 +198,8 @@ def sgd(
     schedules give PyTorch's numbers. ``momentum=None`` keeps no buffer
     (PyTorch's ``momentum=0``); ``momentum=0.0`` keeps one and gives the same
     numbers. With ``dampening=0`` and ``weight_decay=0`` this is ``optax.sgd``.
+    Complex params work as in PyTorch (every step is linear, so the complex
+    arithmetic is the two-real-parameters rule).
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -245,7 +260,8 @@ def adagrad(
     :math:`\epsilon` outside the square root (:func:`lookax.scale_by_adagrad`).
     ``optax.adagrad`` differs: ``eps`` inside the root
     (:math:`g/\sqrt{s+\epsilon}`), ``initial_accumulator_value=0.1``, no
-    ``lr_decay`` or weight decay.
+    ``lr_decay`` or weight decay. Complex params: the real and imaginary parts
+    have their own sums of squares, as PyTorch.
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule (the ``lr_decay``
@@ -315,7 +331,9 @@ def rmsprop(
     learning-rate schedules. ``optax.rmsprop`` differs: ``decay=0.9`` and
     ``eps_in_sqrt=True`` by default, and its momentum accumulates
     learning-rate-scaled steps (the same numbers at a constant learning rate,
-    different ones under a schedule).
+    different ones under a schedule). Complex params: the real and imaginary
+    parts have their own :math:`v_t` and :math:`\bar g_t`, as PyTorch (optax
+    shares :math:`|g|^2`).
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -352,6 +370,7 @@ def rmsprop(
     if momentum is not None:
         _validate_nonnegative("momentum", momentum)
         direction = optax.chain(direction, optax.trace(decay=_host_float(momentum)))
+    direction = _complex_as_real(direction)
     return _optimizer(direction, learning_rate, weight_decay, mask, decoupled=False)
 
 
@@ -376,6 +395,8 @@ def adadelta(
     with :math:`\epsilon` inside both square roots: ``optax.scale_by_adadelta``
     then the learning rate, as ``optax.adadelta`` (whose ``learning_rate``
     defaults to ``None``, i.e. 1, and whose weight decay is also coupled).
+    Complex params: the real and imaginary parts have their own :math:`v_t`
+    and :math:`a_t`, as PyTorch (optax shares :math:`|g|^2`).
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -400,6 +421,7 @@ def adadelta(
     _validate_unit_interval("rho", rho, include_one=True)
     _validate_nonnegative("eps", eps)
     direction = optax.scale_by_adadelta(rho=_host_float(rho), eps=_host_float(eps))
+    direction = _complex_as_real(direction)
     return _optimizer(direction, learning_rate, weight_decay, mask, decoupled=False)
 
 
@@ -428,7 +450,8 @@ def adam(
     ``weight_decay`` (PyTorch's L2 term), bias corrections accurate in float32
     (optax's ``1 - b**t`` in float32 is up to ~1e-5 off in early steps), and
     ``amsgrad`` (``optax.amsgrad`` takes the maximum of the bias-corrected
-    :math:`v_t`).
+    :math:`v_t`), and complex params (two real parameters each, their own
+    :math:`v_t` and maximum, as PyTorch; optax shares :math:`|g|^2`).
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -483,8 +506,9 @@ def adamw(
     i.e. PyTorch's ``p.mul_(1 - lr * wd)`` followed by the Adam step, with the
     learning rate of the current step (schedules included). As
     ``optax.adamw``, except the defaults (``weight_decay=1e-2`` here, as
-    PyTorch; optax's is ``1e-4``), float32-accurate bias corrections, and
-    ``amsgrad``.
+    PyTorch; optax's is ``1e-4``), float32-accurate bias corrections,
+    ``amsgrad``, and complex params (the real and imaginary parts have their
+    own :math:`v_t`, as PyTorch).
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -541,7 +565,8 @@ def nadam(
     (:math:`-\eta_t\lambda\theta_{t-1}`, NAdamW) with
     ``decoupled_weight_decay=True``, as PyTorch. ``optax.nadam`` is a
     different algorithm (Adam with Nesterov momentum at a constant
-    :math:`\mu=\beta_1`, no momentum decay).
+    :math:`\mu=\beta_1`, no momentum decay). Complex params: the real and
+    imaginary parts have their own :math:`v_t`, as PyTorch.
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -601,6 +626,8 @@ def radam(
     ``optax.radam`` uses :math:`\rho_t \ge 5` and puts :math:`\epsilon` on the
     bias-corrected root, and has no weight decay. Weight decay is coupled by
     default, decoupled with ``decoupled_weight_decay=True``, as PyTorch.
+    Complex params: the real and imaginary parts have their own :math:`v_t`,
+    as PyTorch.
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.
@@ -659,6 +686,10 @@ def lion(
     implementations agree only while the interpolated momentum stays away
     from 0. Betas are checked to lie in :math:`[0, 1)` (lion-pytorch also
     accepts 1, where the momentum or the gradient is ignored entirely).
+    Complex params: the sign is taken of the real and of the imaginary part
+    separately (PyTorch's two-real-parameters rule, each step of size
+    :math:`\eta` per part); ``optax.lion`` and lion-pytorch's ``sgn`` take
+    :math:`z/|z|` instead.
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule (Lion wants 3-10x
@@ -688,7 +719,9 @@ def lion(
     """
     _validate_unit_interval("b1", b1, include_one=False)
     _validate_unit_interval("b2", b2, include_one=False)
+    mu_dtype = _validate_mu_dtype(mu_dtype)
     direction = optax.scale_by_lion(b1=_host_float(b1), b2=_host_float(b2), mu_dtype=mu_dtype)
+    direction = _complex_as_real(direction)
     return _optimizer(direction, learning_rate, weight_decay, mask, decoupled=True)
 
 
@@ -737,6 +770,11 @@ def ranger(
     :math:`\lambda\theta` into the momentum buffer. The two agree as
     :math:`t \to \infty` (the step size tends to 1) but not in early steps,
     so ``weight_decay > 0`` is not trajectory-compatible with Ranger 2020.9.4.
+
+    Complex params: two real parameters each (Ranger 2020.9.4 has no complex
+    support; this is what it computes on the real and imaginary parts given
+    as separate parameters); gradient centralization and the slow weights
+    act on complex numbers, i.e. on each part.
 
     Args:
       learning_rate: :math:`\eta \ge 0` or a schedule.

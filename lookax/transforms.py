@@ -18,6 +18,17 @@ accuracy at every step: PyTorch computes them in float64 on the host, and the
 textbook formulas lose up to several digits in float32 (a naive float32 RAdam
 rectification term is 0.18% off at step 6 with ``b2=0.999``).
 
+Complex parameters follow PyTorch: every ``scale_by_*`` piece treats a complex
+number as two real parameters (``torch.view_as_real``), so the real and
+imaginary parts have their own second moments and AMSGrad maxima, where optax
+shares :math:`|g|^2` between them. State leaves keep the params' shape and
+dtype (a per-part second moment is stored as the complex number
+:math:`v_{re} + i\,v_{im}`), and ``mu_dtype`` gives the precision: a complex
+leaf's first moment is complex, a real leaf's real. Pass gradients as JAX users
+pass them to optax, the conjugate of ``jax.grad``'s output (PyTorch's
+``.grad``). The complex branch is chosen statically by dtype: a tree without
+complex leaves runs the real code alone.
+
 Hyperparameters: concrete Python/NumPy/JAX scalars are validated at
 construction and raise ``ValueError`` naming the argument; traced values (for
 example from ``optax.inject_hyperparams`` under ``jit``) cannot be checked and
@@ -42,6 +53,7 @@ import optax
 from lookax._validation import (
     _concrete_float,
     _is_traced,
+    _state_dtype_for,
     _validate_flag,
     _validate_learning_rate,
     _validate_mu_dtype,
@@ -76,12 +88,16 @@ def _host_float(value: Any) -> Any:
 
     Python floats are weakly typed in JAX (they take the dtype of the array they
     meet, so bf16 state stays bf16) and let the derived constants be computed in
-    float64 on the host.
+    float64 on the host. Complex values give their real part: over complex params
+    ``optax.inject_hyperparams`` casts hyperparameters to a complex dtype, and a
+    complex scalar in the real view would turn it complex again.
     """
     if isinstance(value, int | float | np.number | np.ndarray) and not isinstance(
         value, bool | np.bool_
     ):
-        return float(value)
+        return float(np.real(value))
+    if isinstance(value, jax.Array) and _is_complex(value):
+        return jnp.real(value)
     return value
 
 
@@ -137,6 +153,80 @@ def _zeros_like(params: optax.Params, dtype: Any = None) -> optax.Params:
 
 
 # --------------------------------------------------------------------------
+# Complex parameters: PyTorch's real view.
+# --------------------------------------------------------------------------
+
+
+def _is_complex(x: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.complexfloating)
+
+
+def _has_complex(tree: Any) -> bool:
+    return any(_is_complex(x) for x in jax.tree.leaves(tree))
+
+
+def _as_real(x: Any) -> Any:
+    """``torch.view_as_real``: a complex leaf as real numbers on a trailing (re, im) axis."""
+    return jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1) if _is_complex(x) else x
+
+
+def _from_real(y: jax.Array, dtype: Any) -> jax.Array:
+    """The inverse of :func:`_as_real`, as the complex ``dtype``."""
+    part = jnp.finfo(dtype).dtype  # complex64 -> float32
+    return jax.lax.complex(y[..., 0].astype(part), y[..., 1].astype(part))
+
+
+def _back_like(new: Any, old: Any) -> Any:
+    """``new`` (computed on the real view) complex again where ``old`` was complex."""
+    return _from_real(new, jnp.result_type(old)) if _is_complex(old) else new
+
+
+def _complex_as_real(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``tx`` with PyTorch's rule for complex leaves: two real numbers each.
+
+    PyTorch's optimizers apply ``torch.view_as_real`` to a complex parameter,
+    its gradient and its state, so the real and imaginary parts have their own
+    second moments, AMSGrad maxima and Lion signs (optax instead shares
+    :math:`|g|^2` between them). ``tx`` must be element-wise and keep its
+    per-parameter state in params-shaped trees (``optax.tree.map_params``
+    finds them); its ``mu_dtype``, if any, must be real (it is the precision;
+    a complex leaf's state is the complex dtype of that precision, e.g.
+    ``bfloat16`` or ``float32`` give ``complex64``).
+
+    A tree without complex leaves goes straight to ``tx`` (the choice is
+    static, by dtype), so real params compile to exactly what ``tx`` compiles
+    to. Otherwise ``tx`` runs on the real view, where complex leaves carry a
+    trailing axis of size 2 and real leaves are left as they are, and its
+    results are turned back into complex numbers.
+    """
+
+    def init_fn(params):
+        if not _has_complex(params):
+            return tx.init(params)
+        state = tx.init(jax.tree.map(_as_real, params))
+
+        def back(leaf, param):
+            if not _is_complex(param):
+                return leaf
+            return _from_real(leaf, _state_dtype_for(leaf.dtype, jnp.result_type(param)))
+
+        return optax.tree.map_params(tx, back, state, params)
+
+    def update_fn(updates, state, params=None):
+        if not _has_complex(updates):
+            return tx.update(updates, state, params)
+        # The state of a complex leaf is complex (init_fn), and only then.
+        real_view = jax.tree.map(_as_real, (updates, state, params))
+        new_updates, new_state = tx.update(*real_view)
+        return (
+            jax.tree.map(_back_like, new_updates, updates),
+            jax.tree.map(_back_like, new_state, state),
+        )
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------
 # Decoupled weight decay, rounded as PyTorch rounds it.
 # --------------------------------------------------------------------------
 
@@ -178,7 +268,8 @@ def add_decoupled_weight_decay(
     ``optax.apply_updates`` lands on PyTorch's rounded value (up to where XLA
     contracts the multiply-add). Over hundreds of steps the two roundings
     otherwise drift apart by ~1e-5 relative (e.g. Lion, whose steps are all
-    of one size).
+    of one size). Complex params shrink as complex numbers, which is
+    PyTorch's rule too (the shrink is the same for both parts).
 
     Args:
       learning_rate: the same float or schedule as the learning-rate step
@@ -306,6 +397,9 @@ def centralize_gradients(
     ``[out, in, kh, kw]``): use ``output_axis=0`` for a torch-layout tree; that
     is also what ``optax.centralize`` does.
 
+    Complex leaves are centralized as complex numbers, i.e. their real and
+    imaginary parts each on their own, as PyTorch's two-real-parameters rule.
+
     Args:
       output_axis: the axis that indexes output units (negative counts from the
         end). A traced integer (``optax.inject_hyperparams``) works too: each
@@ -393,14 +487,17 @@ def scale_by_momentum(
     rate schedule applied afterwards (``optax.scale_by_learning_rate``) matches
     PyTorch's LR schedulers. With ``dampening=0`` this computes what
     ``optax.trace`` computes; PyTorch's first step (:math:`b_1 = g_1`, not
-    :math:`(1-\tau) g_1`) is why it needs a step counter.
+    :math:`(1-\tau) g_1`) is why it needs a step counter. Complex params:
+    the buffer is complex, which is PyTorch's real-view rule for a linear
+    update (see the module docs for ``mu_dtype``).
 
     Args:
       momentum: :math:`\mu \ge 0`.
       dampening: :math:`\tau \in [0, 1]`.
       nesterov: Nesterov momentum; requires ``momentum > 0`` and
         ``dampening == 0``, as PyTorch.
-      mu_dtype: dtype of the buffer; ``None`` keeps the params' dtype.
+      mu_dtype: precision of the buffer (complex for complex params);
+        ``None`` keeps the params' dtype.
 
     Concrete hyperparameters are validated here (``ValueError`` naming the
     argument); traced ones are used as given.
@@ -464,7 +561,7 @@ def scale_by_momentum(
         trace = jax.tree.map(lambda b, old: b.astype(old.dtype), trace, state.trace)
         return direction, ScaleByMomentumState(count=optax.safe_increment(state.count), trace=trace)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -496,7 +593,9 @@ def scale_by_adagrad(
     ``eps`` is outside the square root, as PyTorch; ``optax.scale_by_rss``
     instead computes :math:`g_t / \sqrt{s_t + \epsilon}` (and defaults to
     :math:`s_0 = 0.1`). PyTorch's ``lr_decay`` is a learning-rate schedule and
-    lives in :func:`lookax.adagrad`.
+    lives in :func:`lookax.adagrad`. Complex params: :math:`s` sums the squares
+    of the real and of the imaginary parts separately, as PyTorch's
+    ``view_as_real`` (stored as :math:`s_{re} + i\,s_{im}`).
 
     Args:
       initial_accumulator_value: :math:`s_0 \ge 0`.
@@ -539,7 +638,7 @@ def scale_by_adagrad(
         )
         return direction, ScaleByAdagradState(sum_of_squares=sum_of_squares)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -606,14 +705,18 @@ def scale_by_adam(
     :math:`\log\beta = \mathrm{log1p}(-(1-\beta))`, accurate in float32 at every
     step; ``optax.scale_by_adam`` computes ``1 - b**t`` in float32, which is up
     to ~1e-5 relatively off in the first steps for ``b2=0.999``. Otherwise this
-    is ``optax.scale_by_adam`` (``eps_root=0``).
+    is ``optax.scale_by_adam`` (``eps_root=0``) for real params. Complex
+    params: the real and imaginary parts have their own :math:`v_t` and AMSGrad
+    maximum, as PyTorch's ``view_as_real`` (``optax.scale_by_adam`` shares
+    :math:`|g|^2` between them).
 
     Args:
       b1: :math:`\beta_1 \in [0, 1)`.
       b2: :math:`\beta_2 \in [0, 1)`.
       eps: :math:`\epsilon \ge 0`, added to the bias-corrected root.
       amsgrad: keep the running maximum of :math:`v_t` (extra state).
-      mu_dtype: dtype of :math:`m`; ``None`` keeps the params' dtype.
+      mu_dtype: precision of :math:`m` (a floating or complex dtype; complex
+        for complex params); ``None`` keeps the params' dtype.
 
     Returns:
       An :class:`optax.GradientTransformation` with :class:`ScaleByAdamState`.
@@ -670,7 +773,7 @@ def scale_by_adam(
         )
         return updates, new_state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -737,13 +840,16 @@ def scale_by_nadam(
     float32 running product (PyTorch's ``mu_product``) drifts by up to 3e-5.
     ``optax.nadam`` is a different
     algorithm: Adam with Nesterov momentum at constant :math:`\mu = \beta_1`.
+    Complex params: the real and imaginary parts have their own :math:`v_t`,
+    as PyTorch's ``view_as_real``.
 
     Args:
       b1: :math:`\beta_1 \in [0, 1)`.
       b2: :math:`\beta_2 \in [0, 1)`.
       eps: :math:`\epsilon \ge 0`, added to the bias-corrected root.
       momentum_decay: :math:`\psi \ge 0` (PyTorch's default ``4e-3``).
-      mu_dtype: dtype of :math:`m`; ``None`` keeps the params' dtype.
+      mu_dtype: precision of :math:`m` (a floating or complex dtype; complex
+        for complex params); ``None`` keeps the params' dtype.
 
     Returns:
       An :class:`optax.GradientTransformation` with :class:`ScaleByNadamState`.
@@ -819,7 +925,7 @@ def scale_by_nadam(
         )
         return updates, new_state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -939,7 +1045,8 @@ def scale_by_radam(
     :math:`\epsilon` to :math:`\sqrt{v_t/(1-\beta_2^t)}`. Ranger 2020.9.4
     (lessw2020) computes the same direction (its ``N_sma > 5``,
     ``step_size = r_t \sqrt{1-\beta_2^t}/(1-\beta_1^t)``, eps on
-    :math:`\sqrt{v_t}`).
+    :math:`\sqrt{v_t}`). Complex params: the real and imaginary parts have
+    their own :math:`v_t`, as PyTorch's ``view_as_real``.
 
     Float32 accuracy: :math:`\rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t)`
     cancels catastrophically for small :math:`t` (both terms are about
@@ -956,7 +1063,8 @@ def scale_by_radam(
       b1: :math:`\beta_1 \in [0, 1)`.
       b2: :math:`\beta_2 \in [0, 1)`.
       eps: :math:`\epsilon \ge 0`, added to :math:`\sqrt{v_t}`.
-      mu_dtype: dtype of :math:`m`; ``None`` keeps the params' dtype.
+      mu_dtype: precision of :math:`m` (a floating or complex dtype; complex
+        for complex params); ``None`` keeps the params' dtype.
 
     Returns:
       An :class:`optax.GradientTransformation` with :class:`ScaleByRAdamState`.
@@ -1011,4 +1119,4 @@ def scale_by_radam(
         )
         return updates, new_state
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))

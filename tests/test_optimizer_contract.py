@@ -3,7 +3,9 @@
 In the spirit of optax's contrib common tests: converges on a parabola and on Rosenbrock under
 jit; compiles once; accepts extra args; wraps in inject_hyperparams and MultiSteps; bf16 params
 stay bf16; state shapes, dtypes and shardings stable across steps; invalid hyperparameters
-raise a ValueError naming the argument.
+raise a ValueError naming the argument. Complex64 rows: converges on a complex parabola (a
+mixed real/complex tree) and a complex Rosenbrock (gradients passed as JAX users pass them to
+optax, the conjugate of ``jax.grad``'s output), compiles once, keeps state types.
 """
 
 from __future__ import annotations
@@ -177,7 +179,9 @@ def rosenbrock(params):
 def minimize(tx, loss, params, steps):
     def step(carry, _):
         params, state = carry
-        grads = jax.grad(loss)(params)
+        # JAX's convention for complex params: optax takes the conjugate of jax.grad's output
+        # (PyTorch's .grad). A no-op for real params.
+        grads = jax.tree.map(jnp.conj, jax.grad(loss)(params))
         updates, state = tx.update(grads, state, params)
         return (optax.apply_updates(params, updates), state), None
 
@@ -257,6 +261,70 @@ def test_bf16_params_stay_bf16(name):
     params, updates = steps(params)
     assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(params))
     assert all(leaf.dtype == jnp.bfloat16 for leaf in jax.tree.leaves(updates))
+
+
+# Complex problems. The parabola is a mixed tree (a real leaf among complex ones) whose real and
+# imaginary parts have different targets; the Rosenbrock function takes x = Re z, y = Im z, so
+# PyTorch's rule (two real parameters) makes it the real problem, same hyperparameters and steps.
+COMPLEX_PARABOLA_TARGET = {
+    "vector": np.full(6, 0.5 - 0.25j, np.complex64),
+    "scalar": np.complex64(-1.0 + 0.5j),
+    "real": np.float32(0.75),
+}
+COMPLEX_PARABOLA_START = {
+    "vector": np.zeros(6, np.complex64),
+    "scalar": np.complex64(2.0 - 1.0j),
+    "real": np.float32(-0.5),
+}
+COMPLEX_ROSENBROCK_START = {"z": np.complex64(0.0)}
+
+
+def complex_parabola(params):
+    return sum(
+        0.5 * jnp.sum(CURVATURE.get(k, 1.0) * jnp.abs(params[k] - COMPLEX_PARABOLA_TARGET[k]) ** 2)
+        for k in params
+    )
+
+
+def complex_rosenbrock(params):
+    z = params["z"]
+    return rosenbrock({"xy": jnp.stack([z.real, z.imag])})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_complex_params_converge_compile_once_and_keep_state_types(name):
+    """One compiled run per optimizer: the scan fixes the state's types across steps, a second
+    call must not retrace, and the state after the run has the initial state's signature."""
+    entry = TABLE[name]
+    tx = entry.make()
+    rosenbrock_tx = entry.make(**(entry.rosenbrock_kwargs or {}))
+    traces = []
+
+    @jax.jit
+    def run(parabola_start, rosenbrock_start):
+        traces.append(1)
+        return (
+            tx.init(parabola_start),
+            minimize(tx, complex_parabola, parabola_start, entry.steps),
+            minimize(rosenbrock_tx, complex_rosenbrock, rosenbrock_start, entry.rosenbrock_steps),
+        )
+
+    init_state, (near_parabola, parabola_state), (near_rosenbrock, rosen_state) = run(
+        COMPLEX_PARABOLA_START, COMPLEX_ROSENBROCK_START
+    )
+    run(near_parabola, near_rosenbrock)
+    assert len(traces) == 1
+    assert _signature(parabola_state) == _signature(init_state)
+    dtypes = lambda tree: jax.tree.map(jnp.result_type, tree)  # noqa: E731
+    assert dtypes(near_parabola) == dtypes(COMPLEX_PARABOLA_START)
+    if name in ("lookahead", "ranger"):  # evaluate Lookahead on its slow weights
+        near_parabola = lookax.slow_params(parabola_state, near_parabola)
+        near_rosenbrock = lookax.slow_params(rosen_state, near_rosenbrock)
+    assert near_rosenbrock["z"].dtype == jnp.complex64
+    assert float(complex_parabola(near_parabola)) < 1e-3 * float(
+        complex_parabola(COMPLEX_PARABOLA_START)
+    )
+    np.testing.assert_allclose(near_rosenbrock["z"], 1.0 + 1.0j, atol=0.05)
 
 
 @pytest.mark.parametrize("name", NAMES)

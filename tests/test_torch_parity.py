@@ -9,7 +9,13 @@ at every stored step, ``max|lookax - torch| / max|torch|``:
 
 - float32, in this process: below ``FLOAT32_TOLERANCE`` (DESIGN.md section 3: 1e-5);
 - float64, in one subprocess with ``jax_enable_x64`` (never enabled in the pytest process):
-  below ``FLOAT64_TOLERANCE``.
+  below ``FLOAT64_TOLERANCE``;
+- complex64 and complex128 (tests/fixtures/torch_trajectories_{complex64,complex128}.npz: a
+  subset of the settings on a tree of complex leaves and one real leaf), with the same
+  tolerances: PyTorch treats a complex number as two real parameters (``torch.view_as_real``),
+  and the error is ``max|lookax - torch| / max|torch|`` with complex magnitudes. The gradient
+  stream is torch's ``.grad``, the conjugate of ``jax.grad``'s output, which is what JAX users
+  pass to optax (the generator checks the convention).
 
 Run as a script to print the worst error per setting and per optimizer for both dtypes::
 
@@ -35,6 +41,13 @@ import lookax
 FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
 FLOAT32_TOLERANCE = 1e-5
 FLOAT64_TOLERANCE = 1e-13  # measured worst 3e-15 (nadam); rounding-level, with margin
+TOLERANCES = {
+    "float32": FLOAT32_TOLERANCE,
+    "float64": FLOAT64_TOLERANCE,
+    "complex64": FLOAT32_TOLERANCE,
+    "complex128": FLOAT64_TOLERANCE,
+}
+X64_FIXTURES = ("float64", "complex128")
 # optax evaluates the schedules in float32 here (0.99**200 alone is 2e-6 off); a wrong mapping
 # (off-by-one step, wrong factor) is off by 1e-3 or more.
 SCHEDULE_TOLERANCE = 1e-5
@@ -128,7 +141,8 @@ def worst_relative_error(spec, trajectory, manifest, arrays):
             raise AssertionError(f"leaf {leaf}: got {got.dtype}{got.shape}, want {ref.dtype}")
         for i, step in enumerate(steps):
             scale = np.max(np.abs(ref[i]))
-            err = float(np.max(np.abs(got[i].astype(np.float64) - ref[i])) / scale)
+            wide = got[i].astype(np.promote_types(got.dtype, np.float64))  # complex: complex128
+            err = float(np.max(np.abs(wide - ref[i])) / scale)
             if not err <= worst["error"]:  # NaN counts as worst
                 worst = {"error": err, "leaf": leaf, "step": int(step)}
     return worst
@@ -213,6 +227,7 @@ def failures(results, tolerance):
 FLOAT32_MANIFEST, FLOAT32_ARRAYS = load_fixture("float32")
 FLOAT32_SETTINGS = {s["name"]: s for s in FLOAT32_MANIFEST["settings"]}
 FLOAT32_OPTIMIZERS = [s["optimizer"] for s in FLOAT32_MANIFEST["settings"]]
+COMPLEX64_MANIFEST, COMPLEX64_ARRAYS = load_fixture("complex64")
 
 
 def test_fixtures_cover_every_optimizer():
@@ -233,6 +248,25 @@ def test_fixtures_cover_every_optimizer():
     float64_manifest, _ = load_fixture("float64")
     assert [s["name"] for s in float64_manifest["settings"]] == list(FLOAT32_SETTINGS)
     assert float64_manifest["num_steps"] == FLOAT32_MANIFEST["num_steps"] == 200
+    assert {s["optimizer"] for s in COMPLEX64_MANIFEST["settings"]} == expected
+
+
+def test_complex_fixtures_hold_a_mixed_tree():
+    """Complex leaves in the complex dtype, the others in its real counterpart, both files."""
+    complex128_manifest, complex128_arrays = load_fixture("complex128")
+    names = [s["name"] for s in COMPLEX64_MANIFEST["settings"]]
+    assert [s["name"] for s in complex128_manifest["settings"]] == names
+    assert set(names) <= set(FLOAT32_SETTINGS)
+    for manifest, arrays, dtype, real in (
+        (COMPLEX64_MANIFEST, COMPLEX64_ARRAYS, np.complex64, np.float32),
+        (complex128_manifest, complex128_arrays, np.complex128, np.float64),
+    ):
+        complex_leaves = manifest["complex_leaves"]
+        assert 0 < len(complex_leaves) < len(manifest["leaves"])
+        for leaf in manifest["leaves"]:
+            want = dtype if leaf in complex_leaves else real
+            for key in (f"problem/{leaf}/p0", f"problem/{leaf}/c", f"traj/{names[0]}/{leaf}"):
+                assert arrays[key].dtype == want, (key, arrays[key].dtype)
 
 
 def test_schedules_mirror_the_torch_schedulers():
@@ -249,6 +283,15 @@ def test_schedules_mirror_the_torch_schedulers():
         assert err < SCHEDULE_TOLERANCE, (spec["name"], err)
 
 
+def test_complex64_trajectories_match_torch():
+    """Every complex64 setting (one compilation), all reported at once."""
+    results = setting_errors(COMPLEX64_MANIFEST["settings"], COMPLEX64_MANIFEST, COMPLEX64_ARRAYS)
+    for name, r in results.items():
+        print(f"{name}: {r.get('error', r.get('exception'))}")
+    bad = failures(results, TOLERANCES["complex64"])
+    assert not bad, "\n".join(bad)
+
+
 @pytest.mark.parametrize("optimizer", list(dict.fromkeys(FLOAT32_OPTIMIZERS)))
 def test_float32_trajectories_match_torch(optimizer):
     """Every float32 setting of one optimizer (one compilation), all reported at once."""
@@ -260,10 +303,11 @@ def test_float32_trajectories_match_torch(optimizer):
     assert not bad, "\n".join(bad)
 
 
-def run_float64_subprocess():
+def run_x64_subprocess(dtype_name):
+    """``all_errors(dtype_name)`` in a subprocess under ``jax_enable_x64``."""
     env = dict(os.environ, JAX_ENABLE_X64="1")
     out = subprocess.run(
-        [sys.executable, __file__, "--float64-json"],
+        [sys.executable, __file__, "--x64-json", dtype_name],
         capture_output=True,
         text=True,
         env=env,
@@ -277,7 +321,7 @@ def run_float64_subprocess():
 @pytest.mark.slow
 def test_float64_trajectories_match_torch():
     """Every setting in float64 (one subprocess under jax_enable_x64), all reported at once."""
-    results = run_float64_subprocess()
+    results = run_x64_subprocess("float64")
     assert list(results) == list(FLOAT32_SETTINGS)
     for name, r in results.items():
         print(f"{name}: {r.get('error', r.get('exception'))}")
@@ -285,10 +329,28 @@ def test_float64_trajectories_match_torch():
     assert not bad, "\n".join(bad)
 
 
+@pytest.mark.slow
+def test_complex128_trajectories_match_torch():
+    """Every complex128 setting (one subprocess under jax_enable_x64), all reported at once."""
+    results = run_x64_subprocess("complex128")
+    assert list(results) == [s["name"] for s in COMPLEX64_MANIFEST["settings"]]
+    for name, r in results.items():
+        print(f"{name}: {r.get('error', r.get('exception'))}")
+    bad = failures(results, TOLERANCES["complex128"])
+    assert not bad, "\n".join(bad)
+
+
 # --- script mode: the float64 worker and the report ---
 
 
 def _print_report(results_by_dtype):
+    """One table per family (real, complex): worst error per setting and per optimizer."""
+    for family in (("float32", "float64"), ("complex64", "complex128")):
+        _print_table({d: results_by_dtype[d] for d in family})
+        print()
+
+
+def _print_table(results_by_dtype):
     names = list(next(iter(results_by_dtype.values())))
     dtypes = list(results_by_dtype)
     print(f"{'setting':42s}" + "".join(f" {d:>12s}" for d in dtypes))
@@ -318,11 +380,16 @@ def _print_report(results_by_dtype):
 
 
 if __name__ == "__main__":
-    if "--float64-json" in sys.argv:
+    if "--x64-json" in sys.argv:
         jax.config.update("jax_enable_x64", True)
-        print(json.dumps(all_errors("float64", one_compilation=True)))
+        dtype_name = sys.argv[sys.argv.index("--x64-json") + 1]
+        print(json.dumps(all_errors(dtype_name, one_compilation=True)))
     else:
-        by_dtype = {"float32": all_errors("float32"), "float64": run_float64_subprocess()}
+        by_dtype = {
+            "float32": all_errors("float32"),
+            "complex64": all_errors("complex64", one_compilation=True),
+        }
+        by_dtype.update({name: run_x64_subprocess(name) for name in X64_FIXTURES})
         if "--json" in sys.argv:
             print(json.dumps(by_dtype, indent=1))
         else:

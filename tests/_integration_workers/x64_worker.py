@@ -1,7 +1,8 @@
 """lookax.lookahead in float64 (jax_enable_x64), run in its own process by
 tests/test_transforms_jax.py so x64 never leaks into the pytest process:
 
-    python x64_worker.py OUT.json
+    python x64_worker.py OUT.json            # the float64 checks
+    python x64_worker.py OUT.json complex    # complex128 checks (tests/test_complex.py)
 
 Records {"ok": bool, "detail": str} per check in OUT.json.
 """
@@ -27,10 +28,16 @@ import optax  # noqa: E402
 import lookax  # noqa: E402
 
 CHECKS = []
+COMPLEX_CHECKS = []
 
 
 def check(fn):
     CHECKS.append(fn)
+    return fn
+
+
+def complex_check(fn):
+    COMPLEX_CHECKS.append(fn)
     return fn
 
 
@@ -79,7 +86,7 @@ def float64_matches_numpy_algorithm_1():
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-    worst = 0.0
+    worst, params_at_sync = 0.0, None
     for t in range(num_steps):
         jparams, state = step(jparams, state)
         for name in params:
@@ -87,11 +94,13 @@ def float64_matches_numpy_algorithm_1():
             assert actual.dtype == np.float64, (name, actual.dtype)
             np.testing.assert_allclose(actual, expected[t][name], rtol=1e-12, atol=1e-14)
             worst = max(worst, float(np.max(np.abs(actual - expected[t][name]))))
-        if (t + 1) % k == 0:  # at a sync the params are the slow weights, bit for bit
+        if t % k == 0 and t > 0:  # the call after a sync stores the params it produced
             for name in params:
-                np.testing.assert_array_equal(jparams[name], state.slow[name])
+                np.testing.assert_array_equal(params_at_sync[name], state.slow[name])
+        params_at_sync = jparams
+    slow = lookax.slow_params(state, jparams)
     for name in params:
-        np.testing.assert_allclose(state.slow[name], expected_slow[name], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(slow[name], expected_slow[name], rtol=1e-12, atol=1e-14)
     for leaf in jax.tree.leaves(state):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert leaf.dtype == jnp.float64, leaf.dtype
@@ -136,16 +145,79 @@ def mixed_float64_float32_tree_and_ranger():
             p, state = step(p, state)
         for name, leaf in p.items():
             assert leaf.dtype == params[name].dtype, (name, leaf.dtype)
-            assert lookax.slow_params(state)[name].dtype == params[name].dtype, name
+            assert lookax.slow_params(state, p)[name].dtype == params[name].dtype, name
             assert bool(jnp.all(jnp.isfinite(leaf))), name
         assert step._cache_size() == 1
     return "dtypes kept per leaf"
 
 
+def _kinds(tree):
+    return jax.tree.map(lambda x: jnp.result_type(x).name, tree)
+
+
+@complex_check
+def complex128_state_types_are_stable():
+    """Every optimizer on a mixed complex128 / float64 / complex64 tree: an update keeps the
+    params' and the state's dtypes (traced with jax.eval_shape: nothing is compiled; the
+    complex128 torch-parity run compiles 200 steps of every optimizer)."""
+    from lookax.optimizers import OPTIMIZERS
+
+    params = {
+        "kernel": jax.ShapeDtypeStruct((3, 4), jnp.complex128),
+        "bias": jax.ShapeDtypeStruct((4,), jnp.float64),
+        "scale": jax.ShapeDtypeStruct((), jnp.complex64),
+    }
+    for name, make in OPTIMIZERS:
+        tx = lookax.sgd(0.01, momentum=0.9) if name == "sgd" else make()
+        state = jax.eval_shape(tx.init, params)
+        updates, new_state = jax.eval_shape(tx.update, params, state, params)
+        assert _kinds(updates) == _kinds(params), (name, _kinds(updates))
+        assert _kinds(new_state) == _kinds(state), (name, _kinds(new_state))
+        assert "complex128" in jax.tree.leaves(_kinds(state)), name  # the kernel's state
+    return f"{len(OPTIMIZERS)} optimizers"
+
+
+@complex_check
+def mu_dtype_float64_gives_complex128_moments():
+    params = {"z": jnp.ones(2, jnp.complex64), "w": jnp.ones(2, jnp.float32)}
+    for tx, moment in (
+        (lookax.adam(mu_dtype=jnp.float64), lambda s: s[1].mu),
+        (lookax.lion(mu_dtype=jnp.complex128), lambda s: s[0].mu),
+    ):
+        state = jax.eval_shape(tx.init, params)
+        assert _kinds(moment(state)) == {"z": "complex128", "w": "float64"}, _kinds(moment(state))
+        updates, new_state = jax.eval_shape(tx.update, params, state, params)
+        assert _kinds(updates) == _kinds(params)
+        assert _kinds(new_state) == _kinds(state)
+    return "complex64 params: complex128 first moments; float32 params: float64"
+
+
+@complex_check
+def lookahead_complex128_slow_weights_over_complex64_params():
+    params = {"z": jnp.array([1.0 + 2.0j, -0.5j], jnp.complex64)}
+    tx = lookax.lookahead(lookax.sgd(0.1), 2, 0.5, slow_dtype=jnp.complex128)
+    state = tx.init(params)
+    assert _kinds(state.slow) == {"z": "complex128"}, _kinds(state.slow)
+    step = jax.jit(lambda p, s: tx.update(jax.tree.map(lambda x: (1 - 1j) * x, p), s, p))
+    expected = np.asarray(params["z"], np.complex128)
+    slow = expected.copy()
+    for t in range(1, 5):  # Algorithm 1 in complex128 NumPy alongside
+        updates, state = step(params, state)
+        params = optax.apply_updates(params, updates)
+        expected = expected - 0.1 * (1 - 1j) * expected
+        if t % 2 == 0:
+            slow = slow + 0.5 * (expected - slow)
+            expected = slow.copy()
+        assert params["z"].dtype == jnp.complex64
+        assert lookax.slow_params(state, params)["z"].dtype == jnp.complex64
+        np.testing.assert_allclose(params["z"], expected, rtol=1e-6)
+    return "slow weights complex128, params complex64"
+
+
 if __name__ == "__main__":
     assert jnp.zeros(()).dtype == jnp.float64  # x64 is on here
     results = {}
-    for fn in CHECKS:
+    for fn in COMPLEX_CHECKS if sys.argv[2:] == ["complex"] else CHECKS:
         try:
             results[fn.__name__] = {"ok": True, "detail": fn()}
         except Exception:  # noqa: BLE001 - recorded for the test to report

@@ -9,7 +9,8 @@ Run from the repository root::
 
     python tests/torch_reference/generate_fixtures.py
 
-It writes ``tests/fixtures/torch_trajectories_float32.npz`` and ``..._float64.npz``.
+It writes ``tests/fixtures/torch_trajectories_float32.npz`` and ``..._float64.npz``, and the
+complex fixtures ``..._complex64.npz`` and ``..._complex128.npz``.
 
 The problem. A parameter tree with a 4-D kernel in torch layout (out, in, kh, kw), a matrix in
 torch layout (out, in), a vector and a scalar. The gradient at step t (0-based) is, per leaf,
@@ -34,6 +35,18 @@ It prints these numbers per setting and stores them in the manifest. Float64 run
 default dtype float64 (see ``run_torch``). Fixture bytes are deterministic: regenerating with the
 same versions changes nothing.
 
+Complex parameters. The complex fixtures run a subset of the settings (``COMPLEX_SETTINGS``, every
+optimizer) on a mixed tree: ``kernel``, ``matrix`` and ``scalar`` complex, ``vector`` real, with a
+complex ``c`` (its imaginary part couples the real and imaginary parts of the gradient). PyTorch's
+rule is ``torch.view_as_real``: each complex number is two real parameters with their own state.
+torch.optim applies it itself and gets complex tensors; lion-pytorch (whose ``sgn_()`` of a complex
+number is ``z / |z|``) and Ranger 2020.9.4 have no complex support, so their reference gets each
+complex leaf as two real parameters, its real and imaginary parts (``SPLIT_CLASSES``); the
+generator checks, on each complex torch.optim setting, that the two give the same trajectory (1e-13,
+complex128). Gradient convention, checked before anything is written: for a real loss, torch's
+``.grad`` of a complex parameter is ``dL/dRe + i dL/dIm``, the conjugate of ``jax.grad``'s output;
+JAX users pass that conjugate to optax, so the stored stream ``g`` is fed to lookax as it is.
+
 Every array a run needs is stored in each file, in that file's dtype; the lookax side computes
 the same expression from the same arrays. Each setting records the lookax function, its kwargs
 (a learning-rate schedule is a JSON description ``{"schedule": optax_name, "kwargs": {...}}``),
@@ -41,6 +54,7 @@ the torch class, kwargs and LR scheduler, and, for scheduled runs, the learning 
 at each step (``lr/<setting>``). Params are stored after the steps in ``STORE_STEPS``.
 """
 
+import copy
 import json
 import math
 import sys
@@ -74,6 +88,8 @@ PERTURBATION = 1e-7
 MAX_AMPLIFICATION = 10.0
 MIN_LION_MOMENTUM = 1e-2
 MIN_MOVE = 5e-3
+# torch.optim on complex tensors vs the same optimizer on real and imaginary parts (float64).
+MAX_NATIVE_VS_SPLIT = 1e-13
 
 
 # --- learning-rate schedules: an optax schedule description and the same values in Python ---
@@ -539,6 +555,26 @@ SETTINGS = [
 ]
 
 
+# The complex fixtures: one setting per optimizer, chosen for what the complex rule touches
+# (per-part second moments with an eps large enough for its placement to show, AMSGrad maxima,
+# Lion signs, coupled and decoupled weight decay, centered RMSprop with momentum), on a tree
+# whose vector leaf stays real (a mixed tree). Few settings: each costs test compile time.
+COMPLEX_SETTINGS = (
+    "sgd_nesterov_weight_decay",
+    "adagrad_large_eps",
+    "rmsprop_centered_momentum_weight_decay",
+    "adadelta_large_eps",
+    "adam_large_eps",
+    "adamw_amsgrad",
+    "nadam_large_eps",
+    "radam_large_eps",
+    "lion_tuned",
+    "ranger_tuned",
+)
+COMPLEX_LEAVES = ("kernel", "matrix", "scalar")
+COMPLEX_SEED = SEED + 2
+
+
 # --- the problem and the runs ---
 
 
@@ -549,20 +585,49 @@ def make_problem():
     target, so no leaf's max|p| comes near 0 (the relative error divides by it).
     """
     rng = np.random.default_rng(SEED)
-    problem = {}
-    for name, shape in LEAF_SHAPES.items():
-        target = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 1.5, shape)
-        sign = np.sign(target) if shape == () else rng.choice([-1.0, 1.0], shape)
-        problem[name] = {
-            "p0": target + sign * rng.uniform(1.0, 2.0, shape),
-            "c": rng.uniform(0.5, 1.5, shape),
-            "target": target,
-            "d": rng.uniform(-0.2, 0.2, shape),
-        }
+    problem = {name: draw_leaf(rng, shape) for name, shape in LEAF_SHAPES.items()}
     noise = rng.uniform(-1.0, 1.0, NUM_STEPS)
-    as_f32 = lambda x: np.asarray(x, np.float32).astype(np.float64)
     problem = {n: {k: as_f32(v) for k, v in leaf.items()} for n, leaf in problem.items()}
     return problem, as_f32(noise)
+
+
+def draw_leaf(rng, shape):
+    """One leaf's arrays (p0, c, target, d)."""
+    target = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 1.5, shape)
+    sign = np.sign(target) if shape == () else rng.choice([-1.0, 1.0], shape)
+    return {
+        "p0": target + sign * rng.uniform(1.0, 2.0, shape),
+        "c": rng.uniform(0.5, 1.5, shape),
+        "target": target,
+        "d": rng.uniform(-0.2, 0.2, shape),
+    }
+
+
+def as_f32(x):
+    """``x`` rounded to float32 (each part of a complex array), held in float64/complex128."""
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        return as_f32(x.real) + 1j * as_f32(x.imag)
+    return np.asarray(x, np.float32).astype(np.float64)
+
+
+def make_complex_problem():
+    """The complex fixtures' problem: ``COMPLEX_LEAVES`` complex, the other leaves real.
+
+    Each part of a complex leaf is drawn as a real leaf is (so neither part of a scalar comes
+    near 0), and ``c`` gets an imaginary part of up to 30% of its real part: it couples the real
+    and imaginary parts of the gradient, which a real ``c`` would leave as two separate problems.
+    """
+    rng = np.random.default_rng(COMPLEX_SEED)
+    problem = {}
+    for name, shape in LEAF_SHAPES.items():
+        leaf = draw_leaf(rng, shape)
+        if name in COMPLEX_LEAVES:
+            imag = draw_leaf(rng, shape)
+            coupling = 1.0 + 1j * rng.uniform(-0.3, 0.3, shape)
+            leaf = {k: v * coupling if k == "c" else v + 1j * imag[k] for k, v in leaf.items()}
+        problem[name] = {k: as_f32(v) for k, v in leaf.items()}
+    return problem, as_f32(rng.uniform(-1.0, 1.0, NUM_STEPS))
 
 
 class RAdamInLookaheadWithGC(torch.optim.RAdam):
@@ -596,6 +661,8 @@ class RAdamInLookaheadWithGC(torch.optim.RAdam):
 
 
 COMPOSITION = "RAdamInLookaheadWithGC"
+# References without complex support: they get a complex leaf as two real parameters.
+SPLIT_CLASSES = (LION, RANGER, COMPOSITION)
 
 
 def make_optimizer(spec, params):
@@ -610,28 +677,55 @@ def make_optimizer(spec, params):
     return getattr(torch.optim, cls.rsplit(".", 1)[1])(params, **kwargs)
 
 
-def run_torch(spec, problem, noise, dtype):
+class TorchLeaf:
+    """One leaf of the problem as torch parameters: one tensor, or with ``split`` a complex leaf
+    as two real tensors, its real and imaginary parts (for references without complex support).
+    """
+
+    def __init__(self, value, split):
+        parts = (value.real, value.imag) if split and value.is_complex() else (value,)
+        self.params = [torch.nn.Parameter(part.clone()) for part in parts]
+
+    def value(self):
+        return torch.complex(*self.params) if len(self.params) == 2 else self.params[0]
+
+    def set_grad(self, grad):
+        if len(self.params) == 2:
+            self.params[0].grad, self.params[1].grad = grad.real.clone(), grad.imag.clone()
+        else:
+            self.params[0].grad = grad
+
+
+def run_torch(spec, problem, noise, dtype, split=None):
     """Run one setting for NUM_STEPS; returns (stored params, lrs, min |Lion momentum|).
 
-    Float64 runs set torch's default dtype to float64 for their duration: torch.optim keeps
-    its scalar state (``step``, NAdam's ``mu_product``) in float32 unless the default dtype is
-    float64, which would make a float64 NAdam reference only float32-accurate (1e-11 off).
+    ``dtype`` is the dtype of the complex leaves of a complex problem, of every leaf of a real
+    one. ``split`` (default: for ``SPLIT_CLASSES``) gives the optimizer each complex leaf as two
+    real parameters. Float64 (complex128) runs set torch's default dtype to float64 for their
+    duration: torch.optim keeps its scalar state (``step``, NAdam's ``mu_product``) in float32
+    unless the default dtype is float64, which would make a float64 NAdam reference only
+    float32-accurate (1e-11 off).
     """
+    if split is None:
+        split = spec["torch_class"] in SPLIT_CLASSES
     previous_default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
+    torch.set_default_dtype(dtype.to_real())
     try:
-        return _run_torch(spec, problem, noise, dtype)
+        return _run_torch(spec, problem, noise, dtype, split)
     finally:
         torch.set_default_dtype(previous_default)
 
 
-def _run_torch(spec, problem, noise, dtype):
+def _run_torch(spec, problem, noise, dtype, split):
     names = list(LEAF_SHAPES)
-    params = [torch.nn.Parameter(torch.tensor(problem[n]["p0"], dtype=dtype)) for n in names]
-    consts = {
-        k: [torch.tensor(problem[n][k], dtype=dtype) for n in names] for k in ("c", "target", "d")
-    }
-    noise_t = torch.tensor(noise, dtype=dtype)
+
+    def tensor(x):
+        return torch.tensor(x, dtype=dtype if np.iscomplexobj(x) else dtype.to_real())
+
+    leaves = [TorchLeaf(tensor(problem[n]["p0"]), split) for n in names]
+    params = [p for leaf in leaves for p in leaf.params]
+    consts = {k: [tensor(problem[n][k]) for n in names] for k in ("c", "target", "d")}
+    noise_t = torch.tensor(noise, dtype=dtype.to_real())
     optimizer = make_optimizer(spec, params)
     base_lr = optimizer.param_groups[0]["lr"]
     scheduler = make_torch_scheduler(optimizer, spec["torch_scheduler"], base_lr)
@@ -640,8 +734,11 @@ def _run_torch(spec, problem, noise, dtype):
     min_lion_momentum = math.inf
     for t in range(NUM_STEPS):
         with torch.no_grad():
-            for i, p in enumerate(params):
-                p.grad = consts["c"][i] * (p - consts["target"][i]) + noise_t[t] * consts["d"][i]
+            for i, leaf in enumerate(leaves):
+                p = leaf.value()
+                leaf.set_grad(
+                    consts["c"][i] * (p - consts["target"][i]) + noise_t[t] * consts["d"][i]
+                )
         if spec["torch_class"] == LION:
             b1 = optimizer.param_groups[0]["betas"][0]
             for p in params:
@@ -653,8 +750,8 @@ def _run_torch(spec, problem, noise, dtype):
         if scheduler is not None:
             scheduler.step()
         if t + 1 in STORE_STEPS:
-            for n, p in zip(names, params, strict=True):
-                stored[n].append(p.detach().numpy().copy())
+            for n, leaf in zip(names, leaves, strict=True):
+                stored[n].append(leaf.value().detach().numpy().copy())
     return {n: np.stack(v) for n, v in stored.items()}, np.array(lrs), min_lion_momentum
 
 
@@ -664,7 +761,8 @@ def relative_errors(a, b):
     for n in a:
         worst = 0.0
         for x, y in zip(a[n], b[n], strict=True):
-            x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+            wide = np.promote_types(np.asarray(x).dtype, np.float64)  # complex: complex128
+            x64, y64 = np.asarray(x, wide), np.asarray(y, wide)
             worst = max(worst, float(np.max(np.abs(x64 - y64)) / np.max(np.abs(y64))))
         errors[n] = worst
     return errors
@@ -693,76 +791,159 @@ def write_npz(path, arrays):
                 np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
-def main():
-    torch.set_num_threads(1)
-    problem, noise = make_problem()
-    names = [s["name"] for s in SETTINGS]
-    assert len(set(names)) == len(names), "duplicate setting names"
-    check_ranger_reference(problem, noise)
-    runs = {}
-    for dtype_name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
-        for spec in SETTINGS:
-            runs[dtype_name, spec["name"]] = run_torch(spec, problem, noise, dtype)
-    rng = np.random.default_rng(SEED + 1)
-    perturbed_problem = {
-        n: dict(leaf, p0=leaf["p0"] * (1.0 + PERTURBATION * rng.choice([-1.0, 1.0], shape)))
-        for (n, leaf), shape in zip(problem.items(), LEAF_SHAPES.values(), strict=True)
-    }
-    perturbed = {
-        spec["name"]: run_torch(spec, perturbed_problem, noise, torch.float64)[0]
-        for spec in SETTINGS
-    }
+REAL_DTYPES = (("float32", torch.float32), ("float64", torch.float64))
+COMPLEX_DTYPES = (("complex64", torch.complex64), ("complex128", torch.complex128))
+GRADIENT_CONVENTION = (
+    "torch's .grad of a complex param (dL/dRe + i dL/dIm for a real loss L) = the conjugate of "
+    "jax.grad's output, which JAX users pass to optax: lookax is fed the stored stream as it is"
+)
 
+
+def check_gradient_convention():
+    """For a real loss, torch's ``.grad`` of a complex param is the conjugate of ``jax.grad``'s.
+
+    Both are compared with ``dL/dRe + i dL/dIm`` computed by hand, on a loss that is not a
+    function of ``|z|`` alone.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    z0 = rng.normal(size=3) + 1j * rng.normal(size=3)
+    a = rng.normal(size=3) + 1j * rng.normal(size=3)
+
+    def loss(z, a, xp):
+        return xp.sum(xp.abs(a * z) ** 2 + z.real**3 + z.real * z.imag)
+
+    z = torch.tensor(z0, requires_grad=True)
+    loss(z, torch.tensor(a), torch).backward()
+    jax_grad = jax.grad(lambda z: loss(z, jnp.asarray(a), jnp))(jnp.asarray(z0, jnp.complex64))
+    x, y = z0.real, z0.imag
+    by_hand = (2 * np.abs(a) ** 2 * x + 3 * x**2 + y) + 1j * (2 * np.abs(a) ** 2 * y + x)
+    np.testing.assert_allclose(z.grad.numpy(), by_hand, rtol=1e-12)
+    np.testing.assert_allclose(np.conj(np.asarray(jax_grad)), by_hand, rtol=1e-5)
+    print("gradient convention: torch .grad == conj(jax.grad) == dL/dRe + i dL/dIm")
+
+
+def complex_settings():
+    """Copies of the ``COMPLEX_SETTINGS`` specs, each naming how its reference sees complex."""
+    by_name = {spec["name"]: spec for spec in SETTINGS}
+    specs = []
+    for name in COMPLEX_SETTINGS:
+        spec = copy.deepcopy(by_name[name])
+        split = spec["torch_class"] in SPLIT_CLASSES
+        spec["complex_reference"] = (
+            "real and imaginary parts as two real parameters"
+            if split
+            else "complex tensors (torch.optim applies view_as_real)"
+        )
+        specs.append(spec)
+    return specs
+
+
+def check_complex_rule(settings, problem, noise):
+    """torch.optim on complex tensors == the same optimizer on real and imaginary parts."""
+    for spec in settings:
+        if spec["torch_class"] in SPLIT_CLASSES:
+            continue
+        native = run_torch(spec, problem, noise, torch.complex128, split=False)[0]
+        split = run_torch(spec, problem, noise, torch.complex128, split=True)[0]
+        err = max(relative_errors(native, split).values())
+        print(f"complex tensors vs real and imaginary parts, {spec['name']}: {err:.1e}")
+        assert err < MAX_NATIVE_VS_SPLIT, (spec["name"], err)
+
+
+def perturb(problem, seed):
+    """The problem with each real number of p0 scaled by 1 +- PERTURBATION."""
+    rng = np.random.default_rng(seed)
+
+    def scaled(x, shape):
+        return x * (1.0 + PERTURBATION * rng.choice([-1.0, 1.0], shape))
+
+    perturbed = {}
+    for (name, leaf), shape in zip(problem.items(), LEAF_SHAPES.values(), strict=True):
+        p0 = leaf["p0"]
+        if np.iscomplexobj(p0):
+            p0 = scaled(p0.real, shape) + 1j * scaled(p0.imag, shape)
+        else:
+            p0 = scaled(p0, shape)
+        perturbed[name] = dict(leaf, p0=p0)
+    return perturbed
+
+
+def run_family(settings, problem, noise, dtypes, perturbation_seed):
+    """Every setting in both dtypes, and perturbed; returns (runs, problems with the data).
+
+    Adds the gate numbers to each spec (they are printed and stored in the manifest).
+    """
+    (low, _), (high, high_dtype) = dtypes
+    runs = {}
+    for dtype_name, dtype in dtypes:
+        for spec in settings:
+            runs[dtype_name, spec["name"]] = run_torch(spec, problem, noise, dtype)
+    perturbed_problem = perturb(problem, perturbation_seed)
+    perturbed = {
+        spec["name"]: run_torch(spec, perturbed_problem, noise, high_dtype)[0] for spec in settings
+    }
     summary, problems = [], []
-    for spec in SETTINGS:
+    for spec in settings:
         name = spec["name"]
-        traj32, lrs32, lion32 = runs["float32", name]
-        traj64, lrs64, lion64 = runs["float64", name]
-        per_leaf = relative_errors(traj32, traj64)
+        traj_low, _, lion_low = runs[low, name]
+        traj_high, _, lion_high = runs[high, name]
+        per_leaf = relative_errors(traj_low, traj_high)
         conditioning = max(per_leaf.values())
         worst_leaf = max(per_leaf, key=per_leaf.get)
-        amplification = max(relative_errors(perturbed[name], traj64).values()) / PERTURBATION
+        amplification = max(relative_errors(perturbed[name], traj_high).values()) / PERTURBATION
         moved = max(
-            float(np.max(np.abs(traj64[n][-1] - p0)) / np.max(np.abs(p0)))
+            float(np.max(np.abs(traj_high[n][-1] - p0)) / np.max(np.abs(p0)))
             for n, p0 in ((n, problem[n]["p0"]) for n in LEAF_SHAPES)
         )
-        spec["float32_vs_float64_max_rel"] = conditioning
+        spec[f"{low}_vs_{high}_max_rel"] = conditioning
         spec["perturbation_amplification"] = amplification
         spec["max_relative_move"] = moved
         if spec["torch_class"] == LION:
-            spec["min_abs_lion_momentum"] = min(lion32, lion64)
+            spec["min_abs_lion_momentum"] = min(lion_low, lion_high)
             if spec["min_abs_lion_momentum"] < MIN_LION_MOMENTUM:
-                problems.append(f"{name}: Lion momentum comes near 0 ({lion32}, {lion64})")
+                problems.append(f"{name}: Lion momentum comes near 0 ({lion_low}, {lion_high})")
         if conditioning > MAX_F32_VS_F64:
-            problems.append(f"{name}: float32 vs float64 differ by {conditioning:.2e}")
+            problems.append(f"{name}: {low} vs {high} differ by {conditioning:.2e}")
         if amplification > MAX_AMPLIFICATION:
             problems.append(f"{name}: perturbations grow {amplification:.1f}x")
         if moved < MIN_MOVE:
             problems.append(f"{name}: params barely move ({moved:.2e})")
         lion = spec.get("min_abs_lion_momentum")
         summary.append((name, worst_leaf, conditioning, amplification, moved, lion))
+    print_summary(summary, f"{low} vs {high}")
+    return runs, problems
+
+
+def print_summary(summary, conditioning_label):
     print(
-        f"{'setting':40s} {'f32 vs f64':>10s} {'(leaf)':>8s} {'amplif.':>8s} {'moved':>7s}"
-        f" {'min|c_t|':>9s}"
+        f"{'setting':40s} {conditioning_label:>21s} {'(leaf)':>8s} {'amplif.':>8s}"
+        f" {'moved':>7s} {'min|c_t|':>9s}"
     )
     for name, leaf, conditioning, amplification, moved, lion in summary:
         lion_str = "" if lion is None else f"{lion:9.3g}"
         print(
-            f"{name:40s} {conditioning:10.2e} {leaf:>8s} {amplification:8.2f} {moved:7.3f}"
+            f"{name:40s} {conditioning:21.2e} {leaf:>8s} {amplification:8.2f} {moved:7.3f}"
             f" {lion_str}"
         )
-    if problems:
-        raise SystemExit("refusing to write fixtures:\n" + "\n".join(problems))
 
+
+def write_family(settings, problem, noise, dtypes, runs, extra_manifest):
+    """One fixture file per dtype; complex leaves in it, real ones in its real counterpart."""
     FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
-    for dtype_name, np_dtype in (("float32", np.float32), ("float64", np.float64)):
+    for dtype_name, _ in dtypes:
+        np_dtype = np.dtype(dtype_name)
+        real_dtype = np.finfo(np_dtype).dtype  # complex64 -> float32; float32 stays
         arrays = {
             "steps": np.array(STORE_STEPS, np.int32),
-            "problem/noise": noise.astype(np_dtype),
+            "problem/noise": noise.astype(real_dtype),
         }
         for n in LEAF_SHAPES:
             for k, v in problem[n].items():
-                arrays[f"problem/{n}/{k}"] = v.astype(np_dtype)
+                leaf_dtype = np_dtype if np.iscomplexobj(v) else real_dtype
+                arrays[f"problem/{n}/{k}"] = v.astype(leaf_dtype)
         manifest = {
             "num_steps": NUM_STEPS,
             "dtype": dtype_name,
@@ -770,9 +951,10 @@ def main():
             "layout": "torch (output axis first)",
             "generator": "tests/torch_reference/generate_fixtures.py",
             "torch_version": torch.__version__,
+            **extra_manifest,
             "settings": [],
         }
-        for spec in SETTINGS:
+        for spec in settings:
             traj, lrs, _ = runs[dtype_name, spec["name"]]
             for n in LEAF_SHAPES:
                 arrays[f"traj/{spec['name']}/{n}"] = traj[n]
@@ -783,6 +965,33 @@ def main():
         path = FIXTURE_DIR / f"torch_trajectories_{dtype_name}.npz"
         write_npz(path, arrays)
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+def main():
+    torch.set_num_threads(1)
+    check_gradient_convention()
+    problem, noise = make_problem()
+    names = [s["name"] for s in SETTINGS]
+    assert len(set(names)) == len(names), "duplicate setting names"
+    check_ranger_reference(problem, noise)
+    complex_specs = complex_settings()  # copies, before the real runs add their gate numbers
+    complex_problem, complex_noise = make_complex_problem()
+    check_complex_rule(complex_specs, complex_problem, complex_noise)
+
+    real_runs, problems = run_family(SETTINGS, problem, noise, REAL_DTYPES, SEED + 1)
+    complex_runs, complex_problems = run_family(
+        complex_specs, complex_problem, complex_noise, COMPLEX_DTYPES, COMPLEX_SEED + 1
+    )
+    if problems or complex_problems:
+        raise SystemExit("refusing to write fixtures:\n" + "\n".join(problems + complex_problems))
+
+    write_family(SETTINGS, problem, noise, REAL_DTYPES, real_runs, {})
+    complex_manifest = {
+        "complex_leaves": list(COMPLEX_LEAVES),
+        "gradient_convention": GRADIENT_CONVENTION,
+    }
+    complex_family = (complex_specs, complex_problem, complex_noise, COMPLEX_DTYPES)
+    write_family(*complex_family, complex_runs, complex_manifest)
 
 
 if __name__ == "__main__":
