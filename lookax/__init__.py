@@ -7,6 +7,8 @@ Where things live:
 - ``lookax/transforms.py``: the composable ``scale_by_*`` building blocks and
   :func:`centralize_gradients`.
 - ``lookax/optimizers.py``: the optimizer aliases (``sgd`` ... ``ranger``).
+- ``lookax/replicas.py``: :func:`diloco` and :func:`slowmo`, Lookahead with an
+  outer optimizer and replicas (``lookahead(..., outer=, replica_axis=)``).
 - ``lookax/grouping.py``: :func:`grouped`, running a transformation on a few
   contiguous buffers instead of many small leaves.
 """
@@ -31,6 +33,7 @@ from lookax.optimizers import (
     rmsprop,
     sgd,
 )
+from lookax.replicas import diloco, slowmo
 from lookax.transforms import (
     AddDecoupledWeightDecayState,
     ScaleByAdagradState,
@@ -69,6 +72,7 @@ __all__ = [
     "adamw",
     "add_decoupled_weight_decay",
     "centralize_gradients",
+    "diloco",
     "init_from_inner",
     "lion",
     "lookahead",
@@ -83,4 +87,5 @@ __all__ = [
     "scale_by_radam",
     "sgd",
     "slow_params",
+    "slowmo",
 ]

@@ -15,7 +15,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lookax._validation import _validate_slow_step_size, _validate_sync_period
+from lookax._validation import (
+    _state_dtype_for,
+    _validate_slow_step_size,
+    _validate_state_dtype,
+    _validate_sync_period,
+)
 from lookax.grouping import GroupedState, ungroup
 
 __all__ = [
@@ -42,6 +47,9 @@ class LookaheadState(NamedTuple):
       inner_state: the inner optimizer's state.
       inner_state_at_sync: the inner state as it was after the last sync; kept
         only by ``inner_state_on_sync='interpolate'`` (``None`` otherwise).
+      outer_state: the ``outer`` optimizer's state (changed only at a sync);
+        ``optax.EmptyState()`` for replicas without an outer optimizer; ``None``
+        for plain Lookahead, whose slow weights are written one call late.
     """
 
     count: jax.Array
@@ -49,6 +57,7 @@ class LookaheadState(NamedTuple):
     slow: optax.Params
     inner_state: optax.OptState
     inner_state_at_sync: optax.OptState | None = None
+    outer_state: optax.OptState | None = None
 
 
 def _leaf_paths(tree: Any) -> list[str]:
@@ -93,7 +102,7 @@ def _copy_tree(tree: Any, dtype: Any = None) -> Any:
     """
 
     def copy(x: Any) -> jax.Array:
-        return jnp.array(x, dtype=jnp.result_type(x) if dtype is None else dtype, copy=True)
+        return jnp.array(x, dtype=_state_dtype_for(dtype, jnp.result_type(x)), copy=True)
 
     return jax.tree.map(copy, tree)
 
@@ -142,10 +151,12 @@ def _interpolate_params_like(
 def lookahead(
     inner: optax.GradientTransformation,
     sync_period: int | jax.Array = 5,
-    slow_step_size: float | jax.Array | optax.Schedule = 0.5,
+    slow_step_size: float | jax.Array | optax.Schedule | None = None,
     *,
     inner_state_on_sync: InnerStateOnSync = "keep",
     slow_dtype: Any = None,
+    outer: optax.GradientTransformation | None = None,
+    replica_axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Lookahead: k steps forward with ``inner``, then one step back.
 
@@ -228,8 +239,9 @@ def lookahead(
         step count (the number of ``update`` calls so far, 0-based, as optax
         schedules are).
       inner_state_on_sync: ``'keep'``, ``'reset'`` or ``'interpolate'``.
-      slow_dtype: dtype of the slow weights; ``None`` keeps each param's dtype.
-        A leaf whose slow dtype differs from its param's (e.g. ``jnp.float32``
+      slow_dtype: precision of the slow weights; ``None`` keeps each param's
+        dtype (complex params get the complex dtype of the precision, so
+        ``jnp.float64`` or ``jnp.complex128`` serve a mixed tree). A leaf whose slow dtype differs from its param's (e.g. ``jnp.float32``
         over bf16 params) keeps unrounded slow weights, which cannot be
         recovered from the rounded params: for those leaves the target is
         written during the sync call, inside a ``lax.cond`` that takes the
@@ -262,32 +274,35 @@ def lookahead(
       Zhang, Lucas, Hinton, Ba, `Lookahead Optimizer: k steps forward, 1 step
       back <https://arxiv.org/abs/1907.08610>`_, NeurIPS 2019 (Algorithm 1).
     """
-    _validate_sync_period(sync_period)
-    _validate_slow_step_size(slow_step_size)
-    if inner_state_on_sync not in _INNER_STATE_CHOICES:
-        raise ValueError(
-            f"inner_state_on_sync must be one of {_INNER_STATE_CHOICES}, "
-            f"got {inner_state_on_sync!r}"
-        )
-    if slow_dtype is not None:
-        slow_dtype = jnp.dtype(slow_dtype)
-        if not jnp.issubdtype(slow_dtype, jnp.inexact):
-            raise ValueError(f"slow_dtype must be a floating dtype or None, got {slow_dtype}")
+    slow_step_size, slow_dtype = _check_lookahead_arguments(
+        sync_period, slow_step_size, inner_state_on_sync, slow_dtype, outer, replica_axis
+    )
     inner = optax.with_extra_args_support(inner)
     interpolate = inner_state_on_sync == "interpolate"
+    write = _SlowWrite(outer is not None or replica_axis is not None, outer, replica_axis)
 
-    def alpha_at(count: jax.Array) -> jax.Array:
-        return jnp.asarray(slow_step_size(count) if callable(slow_step_size) else slow_step_size)
+    def alpha_at(count: jax.Array) -> jax.Array | None:
+        if slow_step_size is None:  # an outer optimizer makes the slow step
+            return None
+        # real: inject_hyperparams over complex params stores alpha as a complex number
+        return jnp.real(
+            jnp.asarray(slow_step_size(count) if callable(slow_step_size) else slow_step_size)
+        )
 
     def init_fn(params: optax.Params) -> LookaheadState:
         _check_floating_params(params)
         inner_state = inner.init(params)
+        slow = _copy_tree(params, slow_dtype)
+        outer_state = None
+        if write.at_sync:
+            outer_state = optax.EmptyState() if outer is None else outer.init(slow)
         return LookaheadState(
             count=jnp.zeros([], jnp.int32),
             phase=jnp.zeros([], jnp.int32),
-            slow=_copy_tree(params, slow_dtype),
+            slow=slow,
             inner_state=inner_state,
             inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
+            outer_state=outer_state,
         )
 
     def catch_up(state: LookaheadState, params: optax.Params) -> LookaheadState:
@@ -295,7 +310,7 @@ def lookahead(
 
         def after_sync(operands):
             params, slow, inner_state, at_sync = operands
-            slow = _copy_into_deferred(params, slow)
+            slow = jax.tree.map(lambda p, s: s if write.is_eager(p, s) else p, params, slow)
             if inner_state_on_sync == "reset":
                 inner_state = _reset_like(inner.init(params), inner_state)
             elif interpolate:
@@ -309,7 +324,8 @@ def lookahead(
             at_sync = _reset_like(at_sync, inner_state)
         if inner_state_on_sync == "keep":
             # Only what the copy changes crosses the cond: params and slow weights.
-            if not _deferred_leaves(params, state.slow):
+            pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True)
+            if all(write.is_eager(p, s) for p, s in pairs):
                 return state
             slow, _, _ = jax.lax.cond(
                 _sync_pending(state), after_sync, lambda ops: ops[1:], (params, state.slow, (), ())
@@ -330,11 +346,18 @@ def lookahead(
         **extra_args: Any,
     ) -> tuple[optax.Updates, LookaheadState]:
         _check_update_arguments(updates, state, params)
+        _check_replica_axis(replica_axis)
         state = catch_up(state, params)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         is_sync = state.phase + 1 >= sync_period
-        new_updates, slow = _sync_updates(
-            is_sync, alpha_at(state.count), params, inner_updates, state.slow
+        new_updates, slow, outer_state = _sync_updates(
+            write,
+            is_sync,
+            alpha_at(state.count),
+            params,
+            inner_updates,
+            state.slow,
+            state.outer_state,
         )
         at_sync = state.inner_state_at_sync
         if interpolate:
@@ -347,6 +370,7 @@ def lookahead(
             slow=slow,
             inner_state=inner_state,
             inner_state_at_sync=at_sync,
+            outer_state=outer_state,
         )
         return new_updates, new_state
 
@@ -389,50 +413,143 @@ def _is_deferred(param: Any, slow: Any) -> bool:
     return jnp.result_type(slow) == jnp.result_type(param)
 
 
-def _deferred_leaves(params: Any, slow: Any) -> list[int]:
-    pairs = zip(jax.tree.leaves(params), jax.tree.leaves(slow), strict=True)
-    return [i for i, (p, s) in enumerate(pairs) if _is_deferred(p, s)]
+def _check_lookahead_arguments(
+    sync_period: Any,
+    slow_step_size: Any,
+    inner_state_on_sync: Any,
+    slow_dtype: Any,
+    outer: Any,
+    replica_axis: Any,
+) -> tuple[Any, Any]:
+    """Validates ``lookahead``'s arguments; returns the slow step size and slow dtype to use."""
+    _validate_sync_period(sync_period)
+    if outer is not None:
+        if not isinstance(outer, optax.GradientTransformation):
+            raise TypeError(
+                f"lookahead: outer must be an optax.GradientTransformation (e.g. "
+                f"optax.sgd(0.7, momentum=0.9, nesterov=True)), got {type(outer).__name__}"
+            )
+        if slow_step_size is not None:
+            raise ValueError(
+                "lookahead: pass either outer or slow_step_size, not both: the outer optimizer "
+                f"makes the slow step (slow_step_size={slow_step_size!r}); "
+                "outer=optax.sgd(alpha) is plain Lookahead"
+            )
+        if inner_state_on_sync == "interpolate":
+            raise ValueError(
+                "lookahead: inner_state_on_sync='interpolate' moves the inner state by the slow "
+                "step size, which an outer optimizer does not have; use 'keep' or 'reset'"
+            )
+    elif slow_step_size is None:
+        slow_step_size = 0.5
+    if slow_step_size is not None:
+        _validate_slow_step_size(slow_step_size)
+    if replica_axis is not None and not isinstance(replica_axis, str | tuple):
+        raise ValueError(f"lookahead: replica_axis must be an axis name, got {replica_axis!r}")
+    if inner_state_on_sync not in _INNER_STATE_CHOICES:
+        raise ValueError(
+            f"inner_state_on_sync must be one of {_INNER_STATE_CHOICES}, "
+            f"got {inner_state_on_sync!r}"
+        )
+    # A precision: complex params get the complex dtype of it, real params the real one.
+    return slow_step_size, _validate_state_dtype("slow_dtype", slow_dtype)
 
 
-def _copy_into_deferred(params: Any, slow: Any) -> Any:
-    """The slow weights with every deferred leaf replaced by its param."""
-    return jax.tree.map(lambda p, s: p if _is_deferred(p, s) else s, params, slow)
+def _check_replica_axis(replica_axis: Any) -> None:
+    """A clear error, at trace time, when ``replica_axis`` is not a mapped axis here."""
+    if replica_axis is None:
+        return
+    try:
+        jax.lax.psum(1, replica_axis)  # the axis size, known while tracing: no collective
+    except NameError as error:
+        raise ValueError(
+            f"lookahead: replica_axis={replica_axis!r} is not a mapped axis where update() is "
+            "traced; call it inside jax.shard_map over a mesh axis of that name or inside "
+            f"jax.vmap(..., axis_name={replica_axis!r})"
+        ) from error
+
+
+class _SlowWrite(NamedTuple):
+    """How a sync writes the slow weights (static, fixed at construction).
+
+    ``at_sync`` is False for plain Lookahead: same-dtype leaves are written one
+    call late (deferred). It is True with an outer optimizer or replicas, whose
+    sync needs the fast weights during the sync call.
+    """
+
+    at_sync: bool
+    outer: optax.GradientTransformation | None
+    replica_axis: Any
+
+    def is_eager(self, param: Any, slow: Any) -> bool:
+        return self.at_sync or not _is_deferred(param, slow)
+
+    def new_slow(self, fast: list, slow: list, outer_state: Any, alpha: Any, treedef: Any):
+        """The slow weights after a sync (replica-invariant), and the outer state."""
+        delta = [s - f.astype(s.dtype) for f, s in zip(fast, slow, strict=True)]
+        if self.replica_axis is not None:
+            delta = jax.lax.pmean(delta, self.replica_axis)  # the only collective
+        if self.outer is None:
+            return [s - alpha.astype(s.dtype) * d for s, d in zip(slow, delta, strict=True)], (
+                outer_state
+            )
+        slow_tree = jax.tree.unflatten(treedef, slow)
+        outer_updates, outer_state = self.outer.update(
+            jax.tree.unflatten(treedef, delta), outer_state, slow_tree
+        )
+        return jax.tree.leaves(optax.apply_updates(slow_tree, outer_updates)), outer_state
 
 
 def _sync_updates(
-    is_sync: jax.Array, alpha: jax.Array, params: Any, inner_updates: Any, slow: Any
-) -> tuple[Any, Any]:
-    """The returned updates ``where(is_sync, d, u)`` and the slow weights after the call.
+    write: _SlowWrite,
+    is_sync: jax.Array,
+    alpha: Any,
+    params: Any,
+    inner_updates: Any,
+    slow: Any,
+    outer_state: Any,
+) -> tuple[Any, Any, Any]:
+    """The returned updates ``where(is_sync, d, u)``, the slow weights and outer state after.
 
-    Deferred leaves read the slow weights and leave them as they are. Leaves with
-    a wide slow dtype get their new slow weights (the target) from a ``lax.cond``
-    that takes the inner updates, and the updates toward it.
+    Deferred leaves read the slow weights and leave them as they are. Eager leaves
+    (a wide slow dtype, an outer optimizer, replicas) get their new slow weights
+    from a ``lax.cond`` that takes the inner updates, and the updates toward them.
     """
     p_leaves, treedef = jax.tree.flatten(params)
     u_leaves = treedef.flatten_up_to(inner_updates)
-    s_leaves = treedef.flatten_up_to(slow)
-    wide = [
-        i for i, (p, s) in enumerate(zip(p_leaves, s_leaves, strict=True)) if not _is_deferred(p, s)
-    ]
-    if wide:
-        pick = lambda leaves: [leaves[i] for i in wide]  # noqa: E731
-        new_wide = jax.lax.cond(
+    s_leaves = list(treedef.flatten_up_to(slow))
+    pairs = zip(p_leaves, s_leaves, strict=True)
+    eager = [i for i, (p, s) in enumerate(pairs) if write.is_eager(p, s)]
+    if eager:
+        pick = lambda leaves: [leaves[i] for i in eager]  # noqa: E731
+
+        def sync_now(operands):
+            p, u, s, state = operands
+            fast = [pi + ui for pi, ui in zip(p, u, strict=True)]
+            new, new_state = write.new_slow(fast, s, state, alpha, treedef)
+            # Inside shard_map the branches must agree on which mesh axes values vary over.
+            return _vary_like((new, new_state), (s, state))
+
+        new_eager, outer_state = jax.lax.cond(
             is_sync,
-            lambda ops: [_target(alpha, p, u, s) for p, u, s in zip(*ops, strict=True)],
-            lambda ops: ops[2],
-            (pick(p_leaves), pick(u_leaves), pick(s_leaves)),
+            sync_now,
+            lambda operands: (operands[2], operands[3]),
+            (pick(p_leaves), pick(u_leaves), pick(s_leaves), outer_state),
         )
-        s_leaves = list(s_leaves)
-        for i, new in zip(wide, new_wide, strict=True):
+        for i, new in zip(eager, new_eager, strict=True):
             s_leaves[i] = new
     out = []
     for i, (p, u, s) in enumerate(zip(p_leaves, u_leaves, s_leaves, strict=True)):
-        target = s if i in wide else _target(alpha, p, u, s)
+        target = s if i in eager else _target(alpha, p, u, s)
         # In the inner update's dtype, which can be wider than the params' (float32
         # hyperparameters injected over bf16 params); the widening is exact.
         toward_target = (target - p).astype(p.dtype).astype(u.dtype)
         out.append(jnp.where(is_sync, toward_target, u))
-    return jax.tree.unflatten(treedef, out), jax.tree.unflatten(treedef, s_leaves)
+    return (
+        jax.tree.unflatten(treedef, out),
+        jax.tree.unflatten(treedef, s_leaves),
+        outer_state,
+    )
 
 
 def _target(alpha: jax.Array, param: Any, update: Any, slow: Any) -> jax.Array:
@@ -466,7 +583,12 @@ def _varying_axes(x: Any) -> frozenset:
     return frozenset(getattr(aval, "vma", ()))  # older jax
 
 
-def _vary_like(x: jax.Array, like: Any) -> jax.Array:
+def _vary_like(x: Any, like: Any) -> Any:
+    """``x`` (a tree) cast to vary over every mesh axis its twin leaf in ``like`` varies over."""
+    return jax.tree.map(_vary_leaf_like, x, like)
+
+
+def _vary_leaf_like(x: jax.Array, like: Any) -> jax.Array:
     missing = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
     if not missing:
         return x
@@ -595,15 +717,16 @@ def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -
                 "slow_params: the slow weights do not line up with params:\n"
                 f"  params: {base_def}\n  slow:   {slow_def}"
             )
-        pending = _sync_pending(state)
+        # Written at the sync (outer optimizer, replicas): never pending.
+        pending = _sync_pending(state) if state.outer_state is None else None
         for i, (slow, param) in enumerate(zip(slow_leaves, base_leaves, strict=True)):
             if not _is_masked_node(slow):
                 merged[i] = _current_slow_leaf(pending, param, slow)
     return jax.tree.unflatten(base_def, merged)
 
 
-def _current_slow_leaf(pending: jax.Array, param: Any, slow: Any) -> jax.Array:
-    if not _is_deferred(param, slow):
+def _current_slow_leaf(pending: jax.Array | None, param: Any, slow: Any) -> jax.Array:
+    if pending is None or not _is_deferred(param, slow):
         return jnp.asarray(slow).astype(jnp.result_type(param))
     # With batched counters (jax.vmap over seeds) ``pending`` has the leading axes.
     pending = jnp.reshape(pending, pending.shape + (1,) * (jnp.ndim(slow) - pending.ndim))

@@ -1,0 +1,157 @@
+"""Lookahead's descendants: an outer optimizer on the slow weights, and replicas.
+
+Lookahead's slow step ``slow += alpha * (fast - slow)`` is one SGD step of size
+alpha on the pseudo-gradient ``delta = slow - fast``. ``lookax.lookahead(...,
+outer=tx, replica_axis=name)`` generalizes both halves; the two aliases here carry
+the papers' defaults:
+
+- :func:`slowmo`: SlowMo (Wang, Tantia, Ballas, Rabbat, ICLR 2020), momentum
+  on the slow step;
+- :func:`diloco`: DiLoCo (Douillard et al. 2023), replicas training apart for
+  ``sync_period`` steps, then an outer Nesterov step on their averaged
+  pseudo-gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optax
+
+from lookax.lookahead import InnerStateOnSync, lookahead
+from lookax.optimizers import sgd
+
+__all__ = ["diloco", "slowmo"]
+
+
+def diloco(
+    inner: optax.GradientTransformation,
+    sync_period: int = 500,
+    outer_learning_rate: float | optax.Schedule = 0.7,
+    outer_momentum: float = 0.9,
+    *,
+    replica_axis: Any = None,
+    inner_state_on_sync: InnerStateOnSync = "keep",
+) -> optax.GradientTransformationExtraArgs:
+    r"""DiLoCo: replicas train apart for H steps, then one outer Nesterov step.
+
+    Each of the :math:`M` replicas of the mapped axis ``replica_axis`` runs
+    ``inner`` (the paper: AdamW) on its own data, with no communication, for
+    :math:`H` = ``sync_period`` steps from the shared slow weights
+    :math:`\phi`. Then, with :math:`\theta^{(m)}` replica :math:`m`'s params:
+
+    .. math::
+
+      \Delta &= \frac{1}{M} \sum_m \bigl(\phi - \theta^{(m)}\bigr)
+          \quad\text{(one all-reduce every } H \text{ steps)} \\
+      b &\leftarrow \mu b + \Delta, \qquad
+      \phi \leftarrow \phi - \eta\,(\Delta + \mu b)
+          \quad\text{(Nesterov SGD, as torch.optim.SGD)}
+
+    and every replica restarts from :math:`\phi`, keeping its inner state. It is
+    ``lookax.lookahead(inner, sync_period, outer=lookax.sgd(outer_learning_rate,
+    momentum=outer_momentum, nesterov=True), replica_axis=replica_axis)``; read
+    :func:`lookax.lookahead` for the cost and the rules (replicas start from
+    identical params; the training step must not average gradients over
+    ``replica_axis``).
+
+    Args:
+      inner: the inner optimizer, e.g. ``lookax.adamw(4e-4, weight_decay=0.1)``.
+      sync_period: H, inner steps between syncs (the paper: 500).
+      outer_learning_rate: :math:`\eta` (the paper: 0.7).
+      outer_momentum: :math:`\mu` (the paper: 0.9).
+      replica_axis: the mapped axis the replicas live on (a ``jax.shard_map``
+        mesh axis or a ``jax.vmap`` ``axis_name``); ``None``: one replica.
+      inner_state_on_sync: ``'keep'`` (the paper) or ``'reset'``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; evaluate on
+      ``lookax.slow_params(state, params)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, lookax
+      >>> tx = lookax.diloco(lookax.adamw(1e-3), sync_period=4, replica_axis="replica")
+      >>> params = jnp.zeros((4, 3))  # 4 replicas, identical starting params
+      >>> state = jax.vmap(tx.init)(params)
+      >>> def step(p, s, g):
+      ...     u, s = tx.update(g, s, p)
+      ...     return optax.apply_updates(p, u), s
+      >>> p, s = jax.vmap(step, axis_name="replica")(params, state, jnp.ones((4, 3)))
+
+    References:
+      Douillard et al., `DiLoCo: Distributed Low-Communication Training of
+      Language Models <https://arxiv.org/abs/2311.08105>`_, 2023 (Algorithm 1).
+    """
+    outer = sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True)
+    return lookahead(
+        inner,
+        sync_period,
+        outer=outer,
+        replica_axis=replica_axis,
+        inner_state_on_sync=inner_state_on_sync,
+    )
+
+
+def slowmo(
+    inner: optax.GradientTransformation,
+    sync_period: int = 12,
+    outer_learning_rate: float | optax.Schedule = 1.0,
+    outer_momentum: float = 0.5,
+    *,
+    replica_axis: Any = None,
+    inner_state_on_sync: InnerStateOnSync = "keep",
+) -> optax.GradientTransformationExtraArgs:
+    r"""SlowMo: slow momentum on the averaged pseudo-gradient of every k steps.
+
+    After :math:`\tau` = ``sync_period`` inner steps from the slow weights
+    :math:`x_{t,0}` (with replicas: averaged over them, :math:`x_{t,\tau}`), the
+    paper's Algorithm 1 with base learning rate :math:`\gamma`, slow learning
+    rate :math:`\alpha` and slow momentum :math:`\beta` does
+
+    .. math::
+
+      u_{t+1} = \beta u_t + \frac{1}{\gamma}\bigl(x_{t,0} - x_{t,\tau}\bigr), \qquad
+      x_{t+1,0} = x_{t,0} - \alpha\gamma\, u_{t+1}
+
+    With a constant :math:`\gamma` this is SGD with momentum on the
+    pseudo-gradient :math:`\Delta = x_{t,0} - x_{t,\tau}` (the buffer
+    :math:`m = \gamma u`): :math:`m \leftarrow \beta m + \Delta`,
+    :math:`x \leftarrow x - \alpha m`, i.e. ``lookax.lookahead(inner,
+    sync_period, outer=lookax.sgd(outer_learning_rate,
+    momentum=outer_momentum), replica_axis=replica_axis)``. (Under an inner
+    learning-rate schedule the paper rescales the buffer by :math:`1/\gamma_t`;
+    pass your own ``outer`` to :func:`lookax.lookahead` for that.) With one
+    worker and :math:`\beta = 0` it is Lookahead with :math:`\alpha`.
+
+    Args:
+      inner: the base optimizer (the paper: SGD with Nesterov momentum, Adam).
+      sync_period: :math:`\tau`, inner steps between syncs.
+      outer_learning_rate: :math:`\alpha` (fairscale's SlowMo default: 1.0).
+      outer_momentum: :math:`\beta` (fairscale's SlowMo default: 0.5).
+      replica_axis: the mapped axis of the workers, or ``None``: one worker.
+      inner_state_on_sync: ``'keep'`` or ``'reset'``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; evaluate on
+      ``lookax.slow_params(state, params)``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, lookax
+      >>> tx = lookax.slowmo(optax.sgd(0.1, momentum=0.9), sync_period=4)
+      >>> params = {"w": jnp.ones(3)}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+
+    References:
+      Wang, Tantia, Ballas, Rabbat, `SlowMo: Improving Communication-Efficient
+      Distributed SGD with Slow Momentum <https://arxiv.org/abs/1910.00643>`_,
+      ICLR 2020 (Algorithm 1).
+    """
+    outer = sgd(outer_learning_rate, momentum=outer_momentum)
+    return lookahead(
+        inner,
+        sync_period,
+        outer=outer,
+        replica_axis=replica_axis,
+        inner_state_on_sync=inner_state_on_sync,
+    )
