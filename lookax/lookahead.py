@@ -8,6 +8,7 @@ on any backend.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -158,7 +159,7 @@ def lookahead(
     outer: optax.GradientTransformation | None = None,
     replica_axis: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""Lookahead: k steps forward with ``inner``, then one step back.
+    r"""Lookahead: k steps forward with ``inner``, then one step back (or an outer step).
 
     With fast weights :math:`\theta` (the params the user holds), slow weights
     :math:`\phi`, sync period :math:`k` and slow step size :math:`\alpha_t`,
@@ -231,24 +232,55 @@ def lookahead(
     Keep the counters unbatched where possible (vmap the params and inner state
     only).
 
+    Outer optimizer and replicas (SlowMo, DiLoCo; see :func:`lookax.diloco` and
+    :func:`lookax.slowmo`). The slow step is one SGD step of size alpha on the
+    pseudo-gradient :math:`\Delta = \phi - (\theta + u)`. ``outer=tx`` replaces it
+    by any optax transformation, :math:`\phi \leftarrow \phi + \mathrm{tx}(\Delta)`,
+    its state kept in :attr:`LookaheadState.outer_state` and changed only at a sync
+    (``outer=optax.sgd(alpha)`` is plain Lookahead). ``replica_axis="name"``: the
+    replicas of a mapped axis (a ``jax.shard_map`` mesh axis or a
+    ``jax.vmap(..., axis_name=...)`` axis) train independently between syncs, and at
+    a sync :math:`\Delta` is averaged with ``lax.pmean`` over that axis, the only
+    collective, inside the sync branch, once every k steps. The outer step's result
+    is stored as the slow weights, so they are bitwise identical on every replica;
+    each replica's params land on them through ``optax.apply_updates``, within
+    rounding. Rules: the replicas start from identical params; the counters must be
+    replica-invariant (unbatched under ``vmap``, replicated under ``shard_map``);
+    and the training step must not average gradients over ``replica_axis``. If it
+    does, the replicas stay identical and this is data parallelism with an
+    all-reduce every step plus the outer step: correct, but none of the saving.
+    Cost: this path needs the fast weights during the sync call, so the inner
+    updates cross a ``lax.cond`` and are materialized every step (one params-sized
+    temporary when the gradients are an input of the step; none extra when the
+    step makes them, whose dying buffer takes them), plus the outer state.
+    With ``outer``, ``inner_state_on_sync='interpolate'`` is refused (the inner
+    state has no scalar step to follow); ``'keep'`` (DiLoCo's choice: per replica)
+    and ``'reset'`` work.
+
     Args:
       inner: the inner ("fast") optimizer. Extra arguments given to ``update``
         are passed on to it.
       sync_period: k, an integer >= 1 (any integer dtype).
       slow_step_size: alpha in [0, 1], or an optax schedule evaluated at the
         step count (the number of ``update`` calls so far, 0-based, as optax
-        schedules are).
+        schedules are). Default 0.5; not allowed together with ``outer``.
       inner_state_on_sync: ``'keep'``, ``'reset'`` or ``'interpolate'``.
       slow_dtype: precision of the slow weights; ``None`` keeps each param's
         dtype (complex params get the complex dtype of the precision, so
-        ``jnp.float64`` or ``jnp.complex128`` serve a mixed tree). A leaf whose slow dtype differs from its param's (e.g. ``jnp.float32``
-        over bf16 params) keeps unrounded slow weights, which cannot be
+        ``jnp.float64`` or ``jnp.complex128`` serve a mixed tree). A leaf whose
+        slow dtype differs from its param's (e.g. ``jnp.float32`` over bf16
+        params) keeps unrounded slow weights, which cannot be
         recovered from the rounded params: for those leaves the target is
         written during the sync call, inside a ``lax.cond`` that takes the
         inner updates, so they are materialized on every step (one params-sized
         temporary and its traffic: this option's cost). The updates stay in the
         params' dtype and the params after a sync are within 1 ulp of
         ``slow.astype(param_dtype)``.
+      outer: an optax transformation for the slow step, applied at each sync
+        to the (replica-averaged) pseudo-gradient; ``None``: alpha's SGD step.
+      replica_axis: the name of the mapped axis the replicas live on, or
+        ``None`` (no replicas). An axis that is not mapped where ``update`` is
+        traced raises ``ValueError``.
 
     Concrete ``sync_period`` and ``slow_step_size`` (Python, NumPy or concrete
     JAX scalars) are validated here and raise ``ValueError`` naming the
@@ -281,13 +313,7 @@ def lookahead(
     interpolate = inner_state_on_sync == "interpolate"
     write = _SlowWrite(outer is not None or replica_axis is not None, outer, replica_axis)
 
-    def alpha_at(count: jax.Array) -> jax.Array | None:
-        if slow_step_size is None:  # an outer optimizer makes the slow step
-            return None
-        # real: inject_hyperparams over complex params stores alpha as a complex number
-        return jnp.real(
-            jnp.asarray(slow_step_size(count) if callable(slow_step_size) else slow_step_size)
-        )
+    alpha_at = functools.partial(_alpha_at, slow_step_size)
 
     def init_fn(params: optax.Params) -> LookaheadState:
         _check_floating_params(params)
@@ -305,40 +331,6 @@ def lookahead(
             outer_state=outer_state,
         )
 
-    def catch_up(state: LookaheadState, params: optax.Params) -> LookaheadState:
-        """The deferred half of the previous call's sync (an identity otherwise)."""
-
-        def after_sync(operands):
-            params, slow, inner_state, at_sync = operands
-            slow = jax.tree.map(lambda p, s: s if write.is_eager(p, s) else p, params, slow)
-            if inner_state_on_sync == "reset":
-                inner_state = _reset_like(inner.init(params), inner_state)
-            elif interpolate:
-                alpha = alpha_at(state.count - 1)  # the sync step's count
-                inner_state = _interpolate_params_like(inner_state, at_sync, alpha, params)
-                at_sync = inner_state
-            return slow, inner_state, at_sync
-
-        inner_state, at_sync = state.inner_state, state.inner_state_at_sync
-        if interpolate:
-            at_sync = _reset_like(at_sync, inner_state)
-        if inner_state_on_sync == "keep":
-            # Only what the copy changes crosses the cond: params and slow weights.
-            pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True)
-            if all(write.is_eager(p, s) for p, s in pairs):
-                return state
-            slow, _, _ = jax.lax.cond(
-                _sync_pending(state), after_sync, lambda ops: ops[1:], (params, state.slow, (), ())
-            )
-            return state._replace(slow=slow)
-        slow, inner_state, at_sync = jax.lax.cond(
-            _sync_pending(state),
-            after_sync,
-            lambda ops: ops[1:],
-            (params, state.slow, inner_state, at_sync),
-        )
-        return state._replace(slow=slow, inner_state=inner_state, inner_state_at_sync=at_sync)
-
     def update_fn(
         updates: optax.Updates,
         state: LookaheadState,
@@ -347,7 +339,7 @@ def lookahead(
     ) -> tuple[optax.Updates, LookaheadState]:
         _check_update_arguments(updates, state, params)
         _check_replica_axis(replica_axis)
-        state = catch_up(state, params)
+        state = _catch_up(state, params, inner, inner_state_on_sync, write, alpha_at)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         is_sync = state.phase + 1 >= sync_period
         new_updates, slow, outer_state = _sync_updates(
@@ -375,6 +367,62 @@ def lookahead(
         return new_updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _alpha_at(slow_step_size: Any, count: jax.Array) -> jax.Array | None:
+    """The slow step size at ``count`` (None when an outer optimizer makes the slow step)."""
+    if slow_step_size is None:
+        return None
+    value = slow_step_size(count) if callable(slow_step_size) else slow_step_size
+    # real: inject_hyperparams over complex params stores alpha as a complex number
+    return jnp.real(jnp.asarray(value))
+
+
+def _catch_up(
+    state: LookaheadState,
+    params: optax.Params,
+    inner: optax.GradientTransformationExtraArgs,
+    inner_state_on_sync: str,
+    write: _SlowWrite,
+    alpha_at: Callable[[jax.Array], jax.Array | None],
+) -> LookaheadState:
+    """The deferred half of the previous call's sync (an identity otherwise).
+
+    Copies the params into the deferred slow weights, and resets or interpolates
+    the inner state, inside one ``lax.cond`` on the counters.
+    """
+    interpolate = inner_state_on_sync == "interpolate"
+
+    def after_sync(operands):
+        params, slow, inner_state, at_sync = operands
+        slow = jax.tree.map(lambda p, s: s if write.is_eager(p, s) else p, params, slow)
+        if inner_state_on_sync == "reset":
+            inner_state = _reset_like(inner.init(params), inner_state)
+        elif interpolate:
+            alpha = alpha_at(state.count - 1)  # the sync step's count
+            inner_state = _interpolate_params_like(inner_state, at_sync, alpha, params)
+            at_sync = inner_state
+        return slow, inner_state, at_sync
+
+    inner_state, at_sync = state.inner_state, state.inner_state_at_sync
+    if interpolate:
+        at_sync = _reset_like(at_sync, inner_state)
+    if inner_state_on_sync == "keep":
+        # Only what the copy changes crosses the cond: params and slow weights.
+        pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True)
+        if all(write.is_eager(p, s) for p, s in pairs):
+            return state
+        slow, _, _ = jax.lax.cond(
+            _sync_pending(state), after_sync, lambda ops: ops[1:], (params, state.slow, (), ())
+        )
+        return state._replace(slow=slow)
+    slow, inner_state, at_sync = jax.lax.cond(
+        _sync_pending(state),
+        after_sync,
+        lambda ops: ops[1:],
+        (params, state.slow, inner_state, at_sync),
+    )
+    return state._replace(slow=slow, inner_state=inner_state, inner_state_at_sync=at_sync)
 
 
 def _sync_pending(state: LookaheadState) -> jax.Array:
