@@ -678,6 +678,7 @@ LOOKAX_ADAM = "lookax.adam"
 RANGER = "lookax.ranger"
 RANGER_INNER = "chain(centralize_gradients, lookax.radam)"
 WIDE_LA = "lookax.lookahead(optax.adam, slow_dtype=float32)"
+OUTER_LA = "lookax.lookahead(optax.adam, outer=Nesterov 0.7/0.9)"
 BF16 = " [bf16 params]"
 IN_STEP = " (grads made in the step)"
 TORCH_ADAM = "torch Adam(fused=True)"
@@ -686,6 +687,11 @@ TORCH_LA = "torch Lookahead(Adam fused)"
 
 def adam() -> optax.GradientTransformation:
     return optax.adam(1e-3)
+
+
+def outer_lookahead() -> optax.GradientTransformation:
+    """DiLoCo's outer step (Nesterov 0.7/0.9) on one replica: the outer path's cost."""
+    return lookax.lookahead(adam(), K, outer=lookax.sgd(0.7, momentum=0.9, nesterov=True))
 
 
 def ranger_inner() -> optax.GradientTransformation:
@@ -744,6 +750,16 @@ def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
             "met" if compile_ratio <= 1.3 else "NOT met",
         ],
     ]
+    if OUTER_LA in t:
+        goals.append(
+            [
+                tree.name,
+                "(outer path) lookahead(adam, outer=...) / adam, gradients as input",
+                f"{paired_ratio(t[OUTER_LA].wall, t[ADAM].wall):.2f} wall; temp "
+                f"{temp_in_params(res, OUTER_LA, ADAM):+.3f} params",
+                "measured",
+            ]
+        )
     if RANGER in t:
         ranger_ratio = paired_ratio(t[RANGER].wall, t[RANGER_INNER].wall)
         goals.append(
@@ -835,6 +851,7 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
             ]
             if tree.large:
                 cands += [
+                    jc(OUTER_LA, outer_lookahead, sync_period=K),
                     jc(RANGER_INNER, ranger_inner),
                     jc(RANGER, lambda: lookax.ranger(1e-3, sync_period=K), sync_period=K),
                 ]
@@ -891,6 +908,7 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
                     lookahead_params=True,
                     grads_in_step=True,
                 ),
+                jc(OUTER_LA + IN_STEP, outer_lookahead, sync_period=K, grads_in_step=True),
             ]
 
         res = run_set(
@@ -912,6 +930,16 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
                 f"{la_c.hlo.bytes_per_step / adam_c.hlo.bytes_per_step:.2f}; temp "
                 f"+{(la_c.temp_bytes - adam_c.temp_bytes) / (4 * tree.floats):.3f} params",
                 "within 1.15" if in_ratio <= 1.15 else "above 1.15",
+            ]
+        )
+        outer_ratio = paired_ratio(t[OUTER_LA + IN_STEP].wall, t[ADAM + IN_STEP].wall)
+        goals.append(
+            [
+                tree.name,
+                "(outer path) lookahead(adam, outer=...) / adam, gradients made in the step",
+                f"{outer_ratio:.2f} wall; temp "
+                f"{temp_in_params(res, OUTER_LA + IN_STEP, ADAM + IN_STEP):+.3f} params",
+                "measured",
             ]
         )
 
