@@ -4,6 +4,10 @@
   inject_hyperparams(adam)), 'interpolate') with a bf16 leaf) is saved mid k-cycle, restored in a
   fresh process into a jax.eval_shape target, and continued with the same jitted, donated step:
   every leaf is bitwise identical to the uninterrupted run.
+- orbax, an outer optimizer: a SlowMo run (lookax.slowmo(optax.adam), k = 4) saved mid-cycle
+  with a sync behind it (outer momentum non-zero), restored in a fresh process into a
+  jax.eval_shape target and continued through the next sync: bitwise identical, outer state
+  included.
 - flax.serialization: to_bytes/from_bytes and to_state_dict/from_state_dict round trips, then
   continuing: bitwise identical as well.
 """
@@ -23,16 +27,18 @@ from flax.training import train_state
 import lookax
 
 WORKER = Path(__file__).parent / "_integration_workers" / "checkpoint_worker.py"
+OUTER_WORKER = Path(__file__).parent / "_integration_workers" / "outer_checkpoint_worker.py"
 
 
-def load_worker():
-    spec = importlib.util.spec_from_file_location("lookax_checkpoint_worker", WORKER)
+def load_worker(path: Path = WORKER, name: str = "lookax_checkpoint_worker"):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 worker = load_worker()
+outer_worker = load_worker(OUTER_WORKER, "lookax_outer_checkpoint_worker")
 
 
 def run(step, state, num_steps):
@@ -83,6 +89,41 @@ def test_orbax_restore_in_a_fresh_process_is_bitwise_identical(tmp_path, run_wor
     assert_bitwise_equal(resumed, uninterrupted)
     # the run stored slow weights after the restore (steps 11 and later), so they were used
     assert save_after <= 2 * worker.SYNC_PERIOD < worker.TOTAL_STEPS
+
+
+@pytest.mark.slow
+def test_orbax_restore_of_an_outer_optimizer_state_is_bitwise_identical(tmp_path, run_worker):
+    """SlowMo saved at step 6 (k = 4): mid-cycle, the outer momentum of the step-4 sync in it."""
+    import orbax.checkpoint as ocp
+
+    init_state, step = outer_worker.make_training()
+    uninterrupted_state = run(step, init_state(), outer_worker.TOTAL_STEPS)
+    uninterrupted = worker.leaves_by_path(uninterrupted_state)
+    assert any(".outer_state" in key for key in uninterrupted)
+
+    state = run(step, init_state(), outer_worker.SAVE_AFTER)
+    lookahead_state = state.opt_state
+    assert isinstance(lookahead_state, lookax.LookaheadState)
+    assert int(lookahead_state.count) == outer_worker.SAVE_AFTER > outer_worker.SYNC_PERIOD
+    assert 0 < int(lookahead_state.phase) < outer_worker.SYNC_PERIOD - 1  # mid-cycle
+    momentum = jax.tree.map(np.asarray, outer_worker.outer_momentum(state))
+    assert all(np.all(leaf != 0) for leaf in jax.tree.leaves(momentum))  # a sync is behind
+    # mid-cycle: the fast weights have left the slow ones
+    assert not np.array_equal(lookahead_state.slow["w"], state.params["w"])
+    # the sync after the restore (step 8) changes the momentum: the restored one is used
+    final_momentum = outer_worker.outer_momentum(uninterrupted_state)
+    assert not np.array_equal(final_momentum["w"], momentum["w"])
+
+    checkpoint_dir = tmp_path / "checkpoint"
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(checkpoint_dir, state)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+
+    out = tmp_path / "resumed.npz"
+    completed = run_worker(OUTER_WORKER, checkpoint_dir, outer_worker.SAVE_AFTER, out, timeout=240)
+    assert "restored and continued" in completed.stdout
+    assert_bitwise_equal(dict(np.load(out)), uninterrupted)
 
 
 @pytest.mark.parametrize("on_sync", ["keep", "interpolate"])

@@ -1,10 +1,14 @@
-"""lookax.lookahead over JAX's multi-process runtime: two processes on this machine.
+"""lookax over JAX's multi-process runtime: two processes on this machine.
 
 Two worker processes (tests/_integration_workers/multiprocess_worker.py) join over loopback
 (`jax.distributed.initialize(coordinator_address="127.0.0.1:<free port>", ...)`, CPU collectives
-via gloo), each with 2 host devices; the params are sharded across all 4 devices and
-lookahead(adam) runs through two syncs. The result must equal the same problem run here, in one
+via gloo), each with 2 host devices. The result must equal the same problem run here, in one
 process on one device, within DESIGN.md's rtol 1e-6 for differently compiled runs.
+
+- lookahead(adam) with the params sharded across all 4 devices, through two syncs.
+- DiLoCo with 4 replicas (2 per process) under ``jax.shard_map`` over a ("replica",) mesh,
+  through two syncs, against the 4 replicas simulated here with ``jax.vmap(axis_name=...)``;
+  the slow weights are bitwise equal on the 4 replicas after every step.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_workers(out_dir: Path) -> list[str]:
-    """Starts both processes, waits (bounded), and kills whatever is left on any failure."""
+def run_workers(out_dir: Path, *worker_args: str) -> list[str]:
+    """Starts both processes, waits (bounded), and kills whatever is left on any failure.
+
+    ``worker_args`` follow the worker's four positional arguments (e.g. the mode).
+    """
     coordinator = f"127.0.0.1:{free_loopback_port()}"
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
@@ -61,6 +68,7 @@ def run_workers(out_dir: Path) -> list[str]:
                         str(NUM_PROCESSES),
                         coordinator,
                         str(out_dir),
+                        *worker_args,
                     ],
                     env=env,
                     stdout=log,
@@ -120,3 +128,59 @@ def test_two_processes_over_loopback_match_one_process(tmp_path):
     initial, _ = worker.make_problem()
     assert not np.allclose(sharded["slow_w"], initial["w"])
     assert not np.allclose(sharded["slow_w"], sharded["params_w"])
+
+
+def vmap_replicas_reference(worker) -> dict[str, np.ndarray]:
+    """The 4 replicas of the ``replicas`` mode in this process, on one device, under vmap."""
+    _, params, targets = worker.make_replica_problem()
+    _, local_step, state, layout = worker.make_replica_step()
+    axes = worker.vmap_axes(layout)
+    step = jax.jit(
+        jax.vmap(local_step, in_axes=(0, axes, 0), out_axes=(0, axes), axis_name="replica")
+    )
+    path_params, path_slow = [], []
+    for target in targets:
+        params, state = step(params, state, target)
+        path_params.append(jax.tree.map(np.asarray, params))
+        path_slow.append(jax.tree.map(np.asarray, state.slow))
+    arrays = worker.replica_leaves(state)
+    for name in params:
+        arrays[f"path_params_{name}"] = np.stack([p[name] for p in path_params])
+        arrays[f"path_slow_{name}"] = np.stack([s[name] for s in path_slow])
+    return arrays
+
+
+@pytest.mark.slow
+def test_replicas_across_two_processes_match_vmap_in_one_process(tmp_path):
+    worker = load_worker()
+    logs = run_workers(tmp_path, "replicas")
+    assert all("done" in log for log in logs), logs
+
+    sharded = dict(np.load(tmp_path / "result.npz"))
+    reference = vmap_replicas_reference(worker)
+    assert sorted(sharded) == sorted(reference)
+    assert "state.outer_state[1].trace['w']" in sharded  # DiLoCo's outer momentum is compared
+    assert int(sharded["state.count"]) == worker.REPLICA_STEPS
+    assert int(sharded["state.phase"]) == worker.REPLICA_STEPS % worker.SYNC_PERIOD
+    for name, value in reference.items():
+        assert sharded[name].dtype == value.dtype, name
+        assert sharded[name].shape == value.shape, name
+        np.testing.assert_allclose(sharded[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+
+    replicas = worker.NUM_REPLICAS
+    for name in ("w", "b"):
+        slow, fast = sharded[f"path_slow_{name}"], sharded[f"path_params_{name}"]
+        assert slow.shape[:2] == (worker.REPLICA_STEPS, replicas), slow.shape
+        # The slow weights are the same on the 4 replicas, bit for bit, after every step ...
+        for r in range(1, replicas):
+            np.testing.assert_array_equal(slow[:, r], slow[:, 0], err_msg=f"{name} replica {r}")
+        for t in range(worker.REPLICA_STEPS):
+            if (t + 1) % worker.SYNC_PERIOD == 0:
+                # ... every replica's params are on them right after a sync ...
+                np.testing.assert_allclose(fast[t], slow[t], rtol=1e-6, atol=1e-7)
+            else:
+                # ... and the replicas train apart on their own data in between.
+                assert not np.allclose(fast[t, 1], fast[t, 0]), (name, t)
+        # Two syncs moved the slow weights: after step 3 and again after step 6.
+        assert not np.allclose(slow[2], slow[1]) and not np.allclose(slow[5], slow[4])
+        np.testing.assert_array_equal(slow[4], slow[3])  # and nothing else did

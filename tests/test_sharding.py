@@ -21,6 +21,21 @@ per session and reports each check by name. What each check holds:
   a flag combined across the mesh (``lax.pmin``) every device skips, params, slow weights, inner
   state and counters unchanged, whether through apply_if_finite (check_vma off) or a ``lax.cond``
   on the combined flag (check_vma on).
+- ``replicas[shard_map-...]``: 4 replicas on a 4 x 2 mesh ("replica", "model"), each holding the
+  params sharded over its 2 "model" devices (a leading replica axis of size 4 on every
+  params-shaped leaf, the counters replicated), training on their own targets under
+  ``lookax.diloco(lookax.adamw(...), 3, replica_axis="replica")`` and
+  ``lookax.lookahead(optax.adam(0.05), 3, 0.5, replica_axis="replica")`` for 7 steps: after each of
+  the two syncs the slow weights are bitwise equal on the 4 replicas and every replica's params are
+  within rtol 1e-6 of them; between syncs the replicas differ; params and the whole state equal a
+  one-device simulation of the 4 replicas (``jax.vmap(axis_name="replica")`` of the same step)
+  within rtol 1e-6 after every step.
+- ``replicas_hlo[...]``: the compiled shard_map step's HLO has at least one all-reduce, every
+  collective lies in a computation reachable only through a ``conditional``'s branch (followed
+  through calls, fusions, reducers), and each all-reduce's replica groups are the 4 devices of
+  one "model" index; the same parse flags the control step that averages its gradients over
+  "replica". ``[parser-self-test]`` runs the parse on a small hand-written module (the
+  ``true_computation=`` syntax, iota replica groups).
 """
 
 from __future__ import annotations
@@ -53,6 +68,14 @@ APPLY_IF_FINITE = [
     "apply_if_finite[shard_map-combined-flag]",
     "apply_if_finite[shard_map-combined-flag-cond-with-check_vma]",
 ]
+REPLICAS = [
+    "replicas[shard_map-diloco]",
+    "replicas[shard_map-lookahead]",
+    "replicas_hlo[parser-self-test]",
+    "replicas_hlo[diloco]",
+    "replicas_hlo[lookahead]",
+]
+ALL_CHECKS = NAMED_SHARDING + SHARD_MAP + APPLY_IF_FINITE + REPLICAS
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +86,10 @@ def report(tmp_path_factory, run_worker) -> dict[str, dict]:
 
 
 def test_worker_ran_exactly_the_expected_checks(report):
-    assert sorted(report) == sorted(NAMED_SHARDING + SHARD_MAP + APPLY_IF_FINITE)
+    assert sorted(report) == sorted(ALL_CHECKS)
 
 
-@pytest.mark.parametrize("name", NAMED_SHARDING + SHARD_MAP + APPLY_IF_FINITE)
+@pytest.mark.parametrize("name", ALL_CHECKS)
 def test_check(report, name):
     result = report[name]
     assert result["ok"], f"{name} failed in the 8-device worker:\n{result['detail']}"

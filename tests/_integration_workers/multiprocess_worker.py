@@ -1,17 +1,24 @@
-"""One of two processes training with lookax.lookahead(optax.adam) over JAX's multi-process runtime.
+"""One of two processes training with lookax over JAX's multi-process runtime.
 
 Run by tests/test_multiprocess.py as
 
-    python multiprocess_worker.py PROCESS_ID NUM_PROCESSES COORDINATOR_ADDRESS OUT_DIR
+    python multiprocess_worker.py PROCESS_ID NUM_PROCESSES COORDINATOR_ADDRESS OUT_DIR [MODE]
 
 with JAX_PLATFORMS=cpu and XLA_FLAGS=--xla_force_host_platform_device_count=2 in the
-environment. Each process holds 2 CPU devices; the params are sharded over a 2x2 mesh of all 4,
-so the matmul in the loss and the gradient need collectives between the processes (gloo over
-loopback). Process 0 gathers the final params and Lookahead state and writes them to
-OUT_DIR/result.npz.
+environment. Each process holds 2 CPU devices. Process 0 writes what the test compares to
+OUT_DIR/result.npz. Two modes:
 
-The problem itself (``make_problem``, ``make_step``) is imported by the test too, which runs it
-in one process on one device as the reference.
+- ``lookahead`` (the default): lookax.lookahead(optax.adam) with the params sharded over a 2x2
+  mesh of all 4 devices, so the matmul in the loss and the gradient need collectives between
+  the processes (gloo over loopback); the final params and Lookahead state.
+- ``replicas``: DiLoCo (``lookax.diloco(lookax.adamw(...), replica_axis="replica")``) under
+  ``jax.shard_map`` over a ("replica",) mesh of the 4 devices: 4 replicas, 2 per process, each
+  training on its own data; the pseudo-gradient's pmean at a sync is the only communication.
+  The params and slow weights of every replica after every step, and the final state.
+
+The problems themselves (``make_problem``/``make_step``, ``make_replica_problem``/
+``make_replica_step``) are imported by the test too, which runs them in one process on one
+device as the reference (the replicas under ``jax.vmap(axis_name="replica")``).
 """
 
 from __future__ import annotations
@@ -90,9 +97,192 @@ def run_checking_the_deferred_write(step, params, opt_state, data):
     return params, opt_state, checked
 
 
+def run_lookahead(process_id: int, out_dir: str) -> None:
+    """The ``lookahead`` mode: params sharded over a 2x2 mesh of both processes' devices."""
+    import jax
+    from jax.experimental import multihost_utils
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
+    host_params, host_data = make_problem()
+
+    def global_array(value: np.ndarray, spec: tuple) -> jax.Array:
+        sharding = NamedSharding(mesh, P(*spec))
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    params = {name: global_array(host_params[name], PARAM_SPECS[name]) for name in host_params}
+    data = {name: global_array(value, ()) for name, value in host_data.items()}
+    # Every device holds a shard of the params: both processes own part of each leaf.
+    for name, leaf in params.items():
+        assert not leaf.is_fully_addressable, name
+        assert len(leaf.addressable_shards) == 2, name
+
+    tx, step = make_step()
+    opt_state = tx.init(params)
+    for name, leaf in opt_state.slow.items():
+        assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
+    checked = run_checking_the_deferred_write(step, params, opt_state, data)
+    params, opt_state, deferred_writes_checked = checked
+    for name, leaf in opt_state.slow.items():
+        assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
+
+    gathered = multihost_utils.process_allgather((params, opt_state), tiled=True)
+    arrays = result_arrays(*gathered)
+    arrays["deferred_writes_checked"] = np.int64(deferred_writes_checked)
+    if process_id == 0:
+        np.savez(f"{out_dir}/result.npz", **arrays)
+
+
+# --- The ``replicas`` mode: DiLoCo with 4 replicas, 2 per process. -------------------------
+
+NUM_REPLICAS = 4
+REPLICA_STEPS = 7  # syncs after steps 3 and 6, then one step into the third cycle
+
+
+def make_replica_problem() -> tuple[dict, dict, list[dict]]:
+    """One replica's params, the 4 replicas' (identical) stacked params, per-step targets.
+
+    Replica r's target at every step is drawn around r: the replicas' data differ.
+    """
+    rng = np.random.default_rng(5)
+    one = {
+        "w": rng.normal(size=(8, 6)).astype(np.float32),
+        "b": rng.normal(size=(6,)).astype(np.float32),
+    }
+    stacked = {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in one.items()}
+    shift = np.arange(NUM_REPLICAS, dtype=np.float32)
+    targets = []
+    for _ in range(REPLICA_STEPS):
+        targets.append(
+            {
+                k: (rng.normal(size=v.shape) + shift.reshape(-1, *[1] * (v.ndim - 1))).astype(
+                    np.float32
+                )
+                for k, v in stacked.items()
+            }
+        )
+    return one, stacked, targets
+
+
+def make_replica_step():
+    """(tx, one replica's step, host state of the 4 replicas, its layout).
+
+    In the state, params-shaped subtrees (slow weights, AdamW moments, outer momentum) get a
+    leading replica axis: their leaves are "replica" in the layout; every other leaf (the
+    counters) is "shared" by the replicas.
+    """
+    import jax
+    import optax
+
+    import lookax
+
+    tx = lookax.diloco(
+        lookax.adamw(0.05, weight_decay=0.1), sync_period=SYNC_PERIOD, replica_axis="replica"
+    )
+
+    def local_step(params, state, target):
+        # Each replica's own gradient, never averaged over "replica".
+        grads = jax.tree.map(lambda p, t: (p - t) + 0.1 * p**3, params, target)
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    one, _, _ = make_replica_problem()
+    one_state = jax.tree.map(np.asarray, tx.init(jax.tree.map(jax.numpy.asarray, one)))
+    params_def = jax.tree.structure(one)
+    is_like = lambda node: (  # noqa: E731
+        isinstance(node, dict) and jax.tree.structure(node) == params_def
+    )
+
+    def stacked(node):
+        if not is_like(node):
+            return node
+        return {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in node.items()}
+
+    host_state = jax.tree.map(stacked, one_state, is_leaf=is_like)
+    layout = jax.tree.map(
+        lambda node: dict.fromkeys(node, "replica") if is_like(node) else "shared",
+        one_state,
+        is_leaf=is_like,
+    )
+    assert layout.count == layout.phase == "shared"
+    assert layout.slow == {"b": "replica", "w": "replica"}
+    return tx, local_step, host_state, layout
+
+
+def vmap_axes(layout):
+    """The state's ``in_axes``/``out_axes`` under vmap: 0 for per-replica leaves, else None."""
+    import jax
+
+    return jax.tree.map(lambda kind: 0 if kind == "replica" else None, layout)
+
+
+def replica_leaves(state) -> dict[str, np.ndarray]:
+    """Every leaf of a (gathered) replica state as a host array, keyed by its path."""
+    import jax
+
+    return {
+        f"state{jax.tree_util.keystr(path)}": np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+    }
+
+
+def run_replicas(process_id: int, out_dir: str) -> None:
+    import jax
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((NUM_REPLICAS,), ("replica",))
+    _, host_params, targets = make_replica_problem()
+    _, local_step, host_state, layout = make_replica_step()
+    specs = jax.tree.map(lambda kind: P("replica") if kind == "replica" else P(), layout)
+    params_specs = dict.fromkeys(host_params, P("replica"))
+
+    def global_array(value: np.ndarray, spec: P) -> jax.Array:
+        value = np.asarray(value)
+        sharding = NamedSharding(mesh, spec)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    def put(tree, tree_specs):
+        return jax.tree.map(global_array, tree, tree_specs)
+
+    params = put(host_params, params_specs)
+    state = put(host_state, specs)
+    # Two replicas per process: each process owns half of every replicated-per-replica leaf.
+    for name, leaf in params.items():
+        assert not leaf.is_fully_addressable, name
+        assert len(leaf.addressable_shards) == 2, name
+
+    step = jax.jit(
+        jax.shard_map(
+            local_step,
+            mesh=mesh,
+            in_specs=(params_specs, specs, params_specs),
+            out_specs=(params_specs, specs),
+        )
+    )
+    path_params, path_slow = [], []
+    for t in range(REPLICA_STEPS):
+        params, state = step(params, state, put(targets[t], params_specs))
+        gathered = multihost_utils.process_allgather((params, state.slow), tiled=True)
+        path_params.append(gathered[0])
+        path_slow.append(gathered[1])
+    arrays = replica_leaves(multihost_utils.process_allgather(state, tiled=True))
+    for name in host_params:
+        arrays[f"path_params_{name}"] = np.stack([p[name] for p in path_params])
+        arrays[f"path_slow_{name}"] = np.stack([s[name] for s in path_slow])
+    if process_id == 0:
+        np.savez(f"{out_dir}/result.npz", **arrays)
+
+
+MODES = {"lookahead": run_lookahead, "replicas": run_replicas}
+
+
 def main() -> None:
     process_id, num_processes = int(sys.argv[1]), int(sys.argv[2])
     coordinator_address, out_dir = sys.argv[3], sys.argv[4]
+    mode = MODES[sys.argv[5] if len(sys.argv) > 5 else "lookahead"]
 
     import jax
 
@@ -105,41 +295,11 @@ def main() -> None:
     )
     try:
         from jax.experimental import multihost_utils
-        from jax.sharding import AxisType, NamedSharding
-        from jax.sharding import PartitionSpec as P
 
         assert jax.process_count() == num_processes, jax.process_count()
         assert jax.local_device_count() == 2, jax.local_devices()
         assert jax.device_count() == 2 * num_processes, jax.devices()
-
-        mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(AxisType.Auto,) * 2)
-        host_params, host_data = make_problem()
-
-        def global_array(value: np.ndarray, spec: tuple) -> jax.Array:
-            sharding = NamedSharding(mesh, P(*spec))
-            return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
-
-        params = {name: global_array(host_params[name], PARAM_SPECS[name]) for name in host_params}
-        data = {name: global_array(value, ()) for name, value in host_data.items()}
-        # Every device holds a shard of the params: both processes own part of each leaf.
-        for name, leaf in params.items():
-            assert not leaf.is_fully_addressable, name
-            assert len(leaf.addressable_shards) == 2, name
-
-        tx, step = make_step()
-        opt_state = tx.init(params)
-        for name, leaf in opt_state.slow.items():
-            assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
-        checked = run_checking_the_deferred_write(step, params, opt_state, data)
-        params, opt_state, deferred_writes_checked = checked
-        for name, leaf in opt_state.slow.items():
-            assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
-
-        gathered = multihost_utils.process_allgather((params, opt_state), tiled=True)
-        arrays = result_arrays(*gathered)
-        arrays["deferred_writes_checked"] = np.int64(deferred_writes_checked)
-        if process_id == 0:
-            np.savez(f"{out_dir}/result.npz", **arrays)
+        mode(process_id, out_dir)
         multihost_utils.sync_global_devices("lookax multiprocess test done")
     finally:
         jax.distributed.shutdown()

@@ -1,4 +1,4 @@
-"""lookax.lookahead on 8 host devices: NamedSharding over a 2-D mesh, and jax.shard_map.
+"""lookax.lookahead on 8 host devices: NamedSharding over a 2-D mesh, jax.shard_map, replicas.
 
 Run by tests/test_sharding.py in its own process, because the device count must be set before
 jax is imported:
@@ -17,6 +17,7 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import json  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -540,6 +541,384 @@ def _() -> str:
     params, inner_state = step(params, inner_state, jnp.bool_(False))
     assert trees_bitwise_equal(params_at_sync, inner_state.slow)
     return "skipped on every device; the next clean step syncs"
+
+
+# --- Replicas (DiLoCo, Lookahead with replica_axis) under jax.shard_map. -----------------
+#
+# A 4 x 2 mesh ("replica", "model"): 4 replicas, each holding a full copy of the params
+# sharded over its 2 "model" devices. The replicas are a leading axis of size 4 on every
+# params-shaped leaf (P("replica", ..., "model")); the counters are replicated (P()). The
+# gradient is elementwise (no collective over "model"), so the pseudo-gradient's pmean over
+# "replica" is the step's only collective. The reference simulates the 4 replicas on one
+# device with jax.vmap(axis_name="replica") of the same per-replica step.
+
+NUM_REPLICAS = 4
+REPLICA_SPECS = {"w": P("replica", None, "model"), "b": P("replica", "model")}
+REPLICA_TXS = {
+    "diloco": lambda: lookax.diloco(
+        lookax.adamw(0.05, weight_decay=0.1), sync_period=SYNC_PERIOD, replica_axis="replica"
+    ),
+    "lookahead": lambda: lookax.lookahead(
+        optax.adam(0.05), SYNC_PERIOD, 0.5, replica_axis="replica"
+    ),
+}
+
+
+def make_replica_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((NUM_REPLICAS, 2), ("replica", "model"))
+
+
+def replica_problem():
+    """Identical starting params on every replica; targets that differ per replica and step."""
+    rng = np.random.default_rng(11)
+    one = {
+        "w": rng.normal(size=(8, 6)).astype(np.float32),
+        "b": rng.normal(size=(6,)).astype(np.float32),
+    }
+    params = {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in one.items()}
+    shift = np.arange(NUM_REPLICAS, dtype=np.float32)
+    targets = [
+        {
+            k: (rng.normal(size=v.shape) + shift.reshape(-1, *([1] * (v.ndim - 1)))).astype(
+                np.float32
+            )
+            for k, v in params.items()
+        }
+        for _ in range(NUM_STEPS)
+    ]
+    return one, params, targets
+
+
+def replica_local_step(tx, average_grads: bool = False):
+    """One replica's step: its own gradient, then tx.
+
+    ``average_grads`` makes the step the forbidden one (gradients averaged over "replica"
+    every step): the HLO check's negative control.
+    """
+
+    def local_step(params, state, target):
+        grads = jax.tree.map(lambda p, t: (p - t) + 0.1 * p**3, params, target)
+        if average_grads:
+            grads = jax.lax.pmean(grads, "replica")
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    return local_step
+
+
+def replica_state(tx, one: dict):
+    """Host state for 4 replicas, its shard_map specs and its vmap axes.
+
+    Params-shaped subtrees (slow weights, moments, outer momentum) get a leading replica
+    axis; every other leaf (counters) is shared: P() / in_axes None.
+    """
+    one_state = jax.tree.map(np.asarray, tx.init(jax.device_put(one, jax.devices()[0])))
+    params_def = jax.tree.structure(one)
+    is_like = lambda node: (  # noqa: E731
+        isinstance(node, dict) and jax.tree.structure(node) == params_def
+    )
+
+    def stacked(node):
+        if not is_like(node):
+            return node
+        return {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in node.items()}
+
+    host_state = jax.tree.map(stacked, one_state, is_leaf=is_like)
+    specs = jax.tree.map(
+        lambda node: dict(REPLICA_SPECS) if is_like(node) else P(), one_state, is_leaf=is_like
+    )
+    axes = jax.tree.map(
+        lambda node: dict.fromkeys(node, 0) if is_like(node) else None, one_state, is_leaf=is_like
+    )
+    # The counters are shared, the slow weights have a replica axis.
+    assert specs.count == P() and specs.phase == P() and axes.count is None
+    assert np.asarray(host_state.slow["w"]).shape == (NUM_REPLICAS, 8, 6)
+    return host_state, specs, axes
+
+
+def replica_steps(tx_name: str, average_grads: bool = False):
+    """(mesh, specs, sharded jitted step, vmapped jitted step, host params/state, targets)."""
+    tx = REPLICA_TXS[tx_name]()
+    mesh = make_replica_mesh()
+    one, host, targets = replica_problem()
+    host_state, specs, axes = replica_state(tx, one)
+    local_step = replica_local_step(tx, average_grads)
+    sharded = jax.jit(
+        jax.shard_map(
+            local_step,
+            mesh=mesh,
+            in_specs=(REPLICA_SPECS, specs, REPLICA_SPECS),
+            out_specs=(REPLICA_SPECS, specs),
+        )
+    )
+    vmapped = jax.jit(
+        jax.vmap(local_step, in_axes=(0, axes, 0), out_axes=(0, axes), axis_name="replica")
+    )
+    return mesh, specs, sharded, vmapped, host, host_state, targets
+
+
+def put_specs(tree, mesh, specs):
+    return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), tree, specs)
+
+
+def assert_replicas_synced(params, state, where: str) -> None:
+    """Right after a sync: slow weights bitwise equal over replicas, params within rounding."""
+    slow = lookax.slow_params(state, params)
+    for name in params:
+        s, p = np.asarray(slow[name]), np.asarray(params[name])
+        for r in range(1, NUM_REPLICAS):
+            assert np.array_equal(s[r], s[0]), f"{where}: {name} slow of replica {r} != replica 0"
+        np.testing.assert_allclose(p, s, rtol=1e-6, atol=1e-7, err_msg=f"{where} {name}")
+
+
+def replicas_shard_map_check(tx_name: str) -> str:
+    mesh, specs, sharded, vmapped, host, host_state, targets = replica_steps(tx_name)
+    params, state = put_specs(host, mesh, REPLICA_SPECS), put_specs(host_state, mesh, specs)
+    device = jax.devices()[0]
+    ref_params, ref_state = jax.device_put((host, host_state), device)
+    worst, syncs = 0.0, 0
+    for i in range(NUM_STEPS):
+        params, state = sharded(params, state, put_specs(targets[i], mesh, REPLICA_SPECS))
+        ref_params, ref_state = vmapped(ref_params, ref_state, jax.device_put(targets[i], device))
+        for name, leaf in state.slow.items():
+            assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
+        worst = max(worst, assert_close_trees(params, ref_params, f"params after {i + 1}"))
+        worst = max(worst, assert_close_trees(state, ref_state, f"state after {i + 1}"))
+        if (i + 1) % SYNC_PERIOD == 0:
+            assert_replicas_synced(params, state, f"shard_map, sync after step {i + 1}")
+            assert_replicas_synced(ref_params, ref_state, f"vmap, sync after step {i + 1}")
+            syncs += 1
+        else:  # between syncs the replicas train apart on their own data
+            w = np.asarray(params["w"])
+            assert not np.allclose(w[1], w[0]), f"replicas equal after step {i + 1}"
+    assert syncs == 2
+    assert int(state.count) == NUM_STEPS and int(state.phase) == NUM_STEPS % SYNC_PERIOD
+    # the slow weights moved away from the initial params
+    assert not np.allclose(np.asarray(state.slow["w"]), host["w"])
+    return f"{syncs} syncs; max abs diff vs vmap reference {worst:.3g}"
+
+
+for tx_name in REPLICA_TXS:
+    check(f"replicas[shard_map-{tx_name}]")(lambda n=tx_name: replicas_shard_map_check(n))
+
+
+# --- HLO: the replica all-reduce lives only inside the sync branch. ----------------------
+
+COLLECTIVES = (
+    "all-reduce",
+    "all-reduce-start",
+    "all-gather",
+    "all-gather-start",
+    "reduce-scatter",
+    "all-to-all",
+    "collective-permute",
+    "collective-permute-start",
+    "ragged-all-to-all",
+    "collective-broadcast",
+)
+
+
+def parse_hlo(text: str):
+    """Computations of an HLO module text: {name: [(opcode, instruction line)]}, the entry."""
+    computations: dict[str, list[tuple[str, str]]] = {}
+    entry, current = None, None
+    header = re.compile(r"^(ENTRY\s+)?%([^\s(]+)\s*\(.*\{\s*$")
+    opcode = re.compile(r"=\s*.*?(?<![\w.\-])([a-z][a-z0-9\-]*)\(")
+    for line in text.splitlines():
+        if current is None:
+            match = header.match(line)
+            if match:
+                current = match.group(2)
+                computations[current] = []
+                if match.group(1):
+                    entry = current
+        elif line.startswith("}"):
+            current = None
+        elif line.strip():
+            body = re.sub(r",\s*metadata=\{.*?\}(?=,|$)", "", line)
+            match = opcode.search(body)
+            computations[current].append((match.group(1) if match else "", body))
+    assert entry is not None and computations, "no ENTRY computation parsed"
+    return computations, entry
+
+
+def call_edges(computations):
+    """{caller: (computations it calls as conditional branches, every other callee)}."""
+    names = set(computations)
+    edges = {}
+    for caller, instructions in computations.items():
+        branches, others = set(), set()
+        for op, line in instructions:
+            branch_names = set()
+            for group in re.findall(r"branch_computations=\{([^}]*)\}", line):
+                branch_names |= {n.strip().lstrip("%") for n in group.split(",") if n.strip()}
+            for key in ("true_computation", "false_computation"):
+                branch_names |= set(re.findall(rf"{key}=%?([\w.\-]+)", line))
+            assert not branch_names or op == "conditional", (op, line)
+            assert branch_names <= names, (branch_names - names, line)
+            branches |= branch_names
+            referenced = {n for n in re.findall(r"%([\w.\-]+)", line) if n in names}
+            others |= referenced - branch_names
+        edges[caller] = (branches, others)
+    return edges
+
+
+def reachable(starts, edges, follow_branches: bool) -> set[str]:
+    seen, todo = set(), list(starts)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        branches, others = edges[name]
+        todo.extend(others)
+        if follow_branches:
+            todo.extend(branches)
+    return seen
+
+
+def expand_replica_groups(line: str) -> list[list[int]]:
+    """replica_groups={{0,2},{1,3}} or the iota form [G,S]<=[dims]T(perm)."""
+    match = re.search(r"replica_groups=\{((?:\{[\d,\s]*\},?\s*)*)\}", line)
+    if match:
+        return [
+            [int(x) for x in g.split(",") if x.strip()]
+            for g in re.findall(r"\{([^}]*)\}", match.group(1))
+        ]
+    match = re.search(r"replica_groups=\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", line)
+    assert match, f"no replica_groups in {line}"
+    shape = [int(x) for x in match.group(1).split(",")]
+    ids = np.arange(int(np.prod([int(x) for x in match.group(2).split(",")])))
+    ids = ids.reshape([int(x) for x in match.group(2).split(",")])
+    if match.group(3):
+        ids = ids.transpose([int(x) for x in match.group(3).split(",")])
+    return ids.reshape(shape).tolist()
+
+
+def compiled_replica_step(tx_name: str, average_grads: bool = False):
+    """The HLO text of the compiled shard_map step, and its mesh."""
+    mesh, specs, sharded, _, host, host_state, targets = replica_steps(tx_name, average_grads)
+    args = (
+        put_specs(host, mesh, REPLICA_SPECS),
+        put_specs(host_state, mesh, specs),
+        put_specs(targets[0], mesh, REPLICA_SPECS),
+    )
+    return sharded.lower(*args).compile().as_text(), mesh
+
+
+def collectives_by_place(text: str):
+    """Every collective instruction as (computation, opcode, line), split by where it runs.
+
+    Returns (in_branches, elsewhere, branch roots): ``in_branches`` are the collectives in
+    computations reachable only through a conditional's branch; ``elsewhere`` the ones in
+    computations reachable from ENTRY without entering a branch (ENTRY, fusions, while
+    bodies, reducers, ...).
+    """
+    computations, entry = parse_hlo(text)
+    edges = call_edges(computations)
+    branch_roots = set().union(*(branches for branches, _ in edges.values()))
+    outside = reachable([entry], edges, follow_branches=False)
+    inside = reachable(branch_roots, edges, follow_branches=True)
+    assert inside | outside == reachable([entry], edges, follow_branches=True)
+    collectives = [
+        (name, op, line)
+        for name, instructions in computations.items()
+        for op, line in instructions
+        if op in COLLECTIVES
+    ]
+    for name, op, _ in collectives:
+        assert name in inside | outside, f"{op} in {name}, a computation ENTRY never calls"
+    in_branches = [c for c in collectives if c[0] in inside and c[0] not in outside]
+    elsewhere = [c for c in collectives if c[0] in outside]
+    return in_branches, elsewhere, branch_roots
+
+
+def replicas_hlo_check(tx_name: str) -> str:
+    text, mesh = compiled_replica_step(tx_name)
+    in_branches, elsewhere, branch_roots = collectives_by_place(text)
+    assert branch_roots, "no conditional in the compiled step"
+    assert not elsewhere, "collectives outside a conditional branch:\n" + "\n".join(
+        f"{name}: {line.strip()[:300]}" for name, _, line in elsewhere
+    )
+    all_reduces = [c for c in in_branches if c[1] in ("all-reduce", "all-reduce-start")]
+    assert all_reduces, "no all-reduce in the compiled step"
+    assert len(all_reduces) == len(in_branches), [c[1] for c in in_branches]
+    # Each all-reduce reduces over "replica": groups of 4 devices that share a "model" index
+    # (device ids as partition numbers: positions in the mesh's device list).
+    position = {d.id: i for i, d in enumerate(mesh.devices.flat)}
+    expected = sorted(
+        sorted(position[d.id] for d in mesh.devices[:, j]) for j in range(mesh.devices.shape[1])
+    )
+    for _, _, line in all_reduces:
+        groups = sorted(sorted(g) for g in expand_replica_groups(line))
+        assert groups == expected, (groups, expected, line.strip()[:400])
+
+    # Negative control: the same parse flags a step that averages its gradients over
+    # "replica" (forbidden with replicas), an all-reduce outside the branch on every step.
+    control_text, _ = compiled_replica_step(tx_name, average_grads=True)
+    _, control_elsewhere, _ = collectives_by_place(control_text)
+    assert any(op.startswith("all-reduce") for _, op, _ in control_elsewhere), (
+        "the parse missed the per-step gradient all-reduce of the control"
+    )
+    return (
+        f"{len(all_reduces)} all-reduce(s), groups {expected}, only in "
+        f"{sorted({c[0] for c in all_reduces})} (conditional branches: {sorted(branch_roots)}); "
+        f"control: {len(control_elsewhere)} collective(s) outside the branches"
+    )
+
+
+SYNTHETIC_HLO = """HloModule m
+
+%add (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %s = f32[] add(%a, %b)
+}
+
+%inner (p: f32[4]) -> f32[4] {
+  %p = f32[4] parameter(0)
+  ROOT %r = f32[4] all-reduce(%p), replica_groups=[2,4]<=[4,2]T(1,0), to_apply=%add
+}
+
+%on_true (p: f32[4]) -> f32[4] {
+  %p = f32[4] parameter(0)
+  ROOT %c = f32[4] call(%p), to_apply=%inner
+}
+
+%on_false (p: f32[4]) -> f32[4] {
+  ROOT %p = f32[4] parameter(0)
+}
+
+%body (p: f32[4]) -> f32[4] {
+  %p = f32[4] parameter(0)
+  ROOT %g = f32[4] all-gather(%p), replica_groups={{0,1},{2,3}}, dimensions={0}
+}
+
+ENTRY %main (x: f32[4], q: pred[]) -> (f32[4], f32[4]) {
+  %x = f32[4] parameter(0)
+  %q = pred[] parameter(1)
+  %k = f32[4] conditional(%q, %x, %x), true_computation=%on_true, false_computation=%on_false
+  %f = f32[4] fusion(%x), kind=kLoop, calls=%body, metadata={op_name="a/b" x=1}
+  ROOT %t = (f32[4], f32[4]) tuple(%k, %f)
+}
+"""
+
+
+@check("replicas_hlo[parser-self-test]")
+def _() -> str:
+    # The parse on a small module in the other syntaxes: true/false_computation, an all-reduce
+    # one call below a branch, iota replica groups, a collective in a non-branch callee.
+    in_branches, elsewhere, roots = collectives_by_place(SYNTHETIC_HLO)
+    assert roots == {"on_true", "on_false"}, roots
+    assert [(c[0], c[1]) for c in in_branches] == [("inner", "all-reduce")], in_branches
+    assert [(c[0], c[1]) for c in elsewhere] == [("body", "all-gather")], elsewhere
+    assert expand_replica_groups(in_branches[0][2]) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert expand_replica_groups(elsewhere[0][2]) == [[0, 1], [2, 3]]
+    return "branch syntaxes, transitive calls and replica-group forms parsed"
+
+
+for tx_name in REPLICA_TXS:
+    check(f"replicas_hlo[{tx_name}]")(lambda n=tx_name: replicas_hlo_check(n))
 
 
 if __name__ == "__main__":

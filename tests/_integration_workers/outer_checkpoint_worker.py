@@ -1,0 +1,102 @@
+"""Resumes a SlowMo training run (Lookahead with an outer optimizer) from an orbax checkpoint.
+
+Run by tests/test_checkpoint.py as
+
+    python outer_checkpoint_worker.py CHECKPOINT_DIR STEPS_DONE OUT.npz
+
+in a fresh process: it builds the abstract training state with ``jax.eval_shape`` (no real
+arrays), restores the checkpoint into it, checks that the outer optimizer's momentum came back
+(non-zero: a sync is behind the checkpoint), continues with the same jitted, donated step to
+``TOTAL_STEPS`` (through the next sync, which uses that momentum) and writes every leaf of the
+final state to OUT.npz as raw bits (``checkpoint_worker.leaves_by_path``). The test, which
+imports this module for ``make_training``, runs the uninterrupted reference and compares bit for
+bit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+SYNC_PERIOD = 4
+TOTAL_STEPS = 11  # syncs after steps 4 and 8
+SAVE_AFTER = 6  # phase 2 of the second k-cycle: mid-cycle, one sync (and its momentum) behind
+
+
+def make_training():
+    """The model-free training problem: (init_state(), jitted donated step)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax.training import train_state
+
+    import lookax
+
+    tx = lookax.slowmo(optax.adam(0.05), sync_period=SYNC_PERIOD)
+
+    def init_state():
+        rng = np.random.default_rng(3)
+        params = {
+            "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
+        }
+        return train_state.TrainState.create(apply_fn=None, params=params, tx=tx)
+
+    def loss(params, t):
+        shift = jnp.sin(t.astype(jnp.float32))  # the gradient changes from step to step
+        return jnp.sum((params["w"] - shift) ** 2) + jnp.sum(jnp.cos(params["b"] + params["w"][0]))
+
+    def step(state):
+        grads = jax.grad(loss)(state.params, state.step)
+        return state.apply_gradients(grads=grads)
+
+    return init_state, jax.jit(step, donate_argnums=0)
+
+
+def outer_momentum(state) -> dict:
+    """The outer SGD's momentum buffer inside the SlowMo state."""
+    (trace,) = [
+        node.trace
+        for node in state.opt_state.outer_state
+        if hasattr(node, "trace")  # optax's ScaleByMomentumState / TraceState
+    ]
+    return trace
+
+
+def main() -> None:
+    checkpoint_dir, steps_done, out_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+    import jax
+    import orbax.checkpoint as ocp
+    from checkpoint_worker import leaves_by_path  # this script's directory is on sys.path
+
+    import lookax
+
+    init_state, step = make_training()
+    abstract = jax.eval_shape(init_state)
+    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
+    checkpointer = ocp.StandardCheckpointer()
+    state = checkpointer.restore(checkpoint_dir, abstract)
+    checkpointer.close()
+
+    assert jax.tree.structure(state) == jax.tree.structure(abstract)
+    lookahead_state = state.opt_state
+    assert isinstance(lookahead_state, lookax.LookaheadState), type(lookahead_state)
+    assert int(state.step) == steps_done == int(lookahead_state.count)
+    assert int(lookahead_state.phase) == steps_done % SYNC_PERIOD
+    for leaf, target in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
+        assert leaf.dtype == target.dtype and leaf.shape == target.shape
+    # The restored outer momentum is the one the sync before the checkpoint left.
+    assert any(np.any(np.asarray(leaf) != 0) for leaf in jax.tree.leaves(outer_momentum(state)))
+
+    for _ in range(TOTAL_STEPS - steps_done):
+        state = step(state)
+    np.savez(out_path, **leaves_by_path(state))
+    print("restored and continued", flush=True)
+
+
+if __name__ == "__main__":
+    main()
