@@ -28,7 +28,7 @@ Usage::
 
 Outputs (in ``--output-dir``, default this directory; ``--quick`` adds
 ``_quick`` to every name): ``RESULTS_train_quality.md`` (tables, the command,
-the reading; its text is the "Training quality" section of ``benchmarks/RESULTS.md``,
+the reading; its text is ``benchmarks/results/train_quality.md``, summarized in ``RESULTS.md``,
 pasted there after a full run), ``train_quality_acc_vs_lr.png``,
 ``train_quality_curves.png`` and ``train_quality.json`` (every run's final numbers).
 """
