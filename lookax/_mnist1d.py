@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -147,7 +147,7 @@ def init_params(key: jax.Array, model: nn.Module = MODEL, length: int = 40) -> A
 def loss_and_accuracy(
     params: Any, x: jax.Array, y: jax.Array, model: nn.Module = MODEL
 ) -> tuple[jax.Array, jax.Array]:
-    logits = model.apply(params, x)
+    logits = cast(jax.Array, model.apply(params, x))  # apply returns Any | (Any, state)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     accuracy = (logits.argmax(-1) == y).mean()
     return loss, accuracy
@@ -229,7 +229,7 @@ def make_segment(
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     x_sub, y_sub = x_train[:train_eval_size], y_train[:train_eval_size]
 
-    def batch_loss(params, x, y):
+    def batch_loss(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
         return loss_and_accuracy(params, x, y, model)[0]
 
     def step(carry: TrainCarry, idx: jax.Array) -> tuple[TrainCarry, jax.Array]:
@@ -238,7 +238,7 @@ def make_segment(
         updates, opt_state = tx.update(grads, opt_state, params)
         return TrainCarry(optax.apply_updates(params, updates), opt_state), loss
 
-    def evaluate(params):
+    def evaluate(params: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
         train_loss, _ = loss_and_accuracy(params, x_sub, y_sub, model)
         test_loss, test_acc = loss_and_accuracy(params, x_test, y_test, model)
         return train_loss, test_loss, test_acc

@@ -198,7 +198,7 @@ def train(
     learning_rate: float,
     data: _mnist1d.Dataset,
     initial_params: Any,
-    indices: jax.Array,
+    indices: jax.Array | np.ndarray,
     *,
     eval_every: int,
     progress: bool,
@@ -229,7 +229,7 @@ def train(
                 loss=f"{np.mean(metrics['batch_loss']):.3f}",
                 test_acc=f"{np.mean(metrics['test_acc']):.3f}",
             )
-    stacked = {key: np.stack([h[key] for h in history]) for key in history[0]}
+    stacked: dict[str, Any] = {key: np.stack([h[key] for h in history]) for key in history[0]}
     stacked["steps"] = np.arange(1, len(history) + 1) * eval_every
     stacked["wall_time"] = time.perf_counter() - start
     stacked["lookahead"] = _mnist1d.has_lookahead(carry.opt_state)

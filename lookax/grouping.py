@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax._typing import gradient_transformation_extra_args
+
 __all__ = ["GroupedState", "GroupingPlan", "grouped", "ungroup"]
 
 LeafKey = Callable[[Any], Hashable | None]
@@ -120,13 +122,15 @@ def _make_plan(
 
 
 def _leaves_of(plan: GroupingPlan, name: str, tree: Any) -> list[Any]:
-    treedef = jax.tree.structure(tree)
+    # Any: jaxlib ships no type stubs for PyTreeDef (a C++ class), so a type checker
+    # would see no methods on it.
+    treedef: Any = jax.tree.structure(tree)
     if treedef != plan.treedef:
         raise ValueError(
             f"grouped: {name} does not have the structure of the params given to init:\n"
             f"  init params: {plan.treedef}\n  {name}: {treedef}"
         )
-    leaves = treedef.flatten_up_to(tree)
+    leaves: list[Any] = treedef.flatten_up_to(tree)
     for index, (leaf, shape) in enumerate(zip(leaves, plan.shapes, strict=True)):
         if tuple(np.shape(leaf)) != shape:
             path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(tree)[0][index][0])
@@ -319,4 +323,4 @@ def grouped(
         )
         return _scatter(plan, new_updates), GroupedState(inner_state, plan)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gradient_transformation_extra_args(init_fn, update_fn)

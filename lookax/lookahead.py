@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lookax._typing import gradient_transformation_extra_args, safe_increment
 from lookax._validation import (
     _state_dtype_for,
     _validate_slow_step_size,
@@ -53,7 +54,7 @@ class LookaheadState(NamedTuple):
         for plain Lookahead, whose slow weights are written one call late.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     phase: jax.Array
     slow: optax.Params
     inner_state: optax.OptState
@@ -77,8 +78,9 @@ def _check_floating_params(params: optax.Params) -> None:
 
 
 def _check_same_structure(name_a: str, tree_a: Any, name_b: str, tree_b: Any) -> None:
-    def_a = jax.tree.structure(tree_a)
-    def_b = jax.tree.structure(tree_b)
+    # Any: jaxlib ships no type stubs for PyTreeDef, so a type checker sees no == on it.
+    def_a: Any = jax.tree.structure(tree_a)
+    def_b: Any = jax.tree.structure(tree_b)
     if def_a != def_b:
         raise ValueError(
             f"lookahead: {name_a} and {name_b} have different tree structures:\n"
@@ -120,6 +122,7 @@ def _params_like_predicate(params: optax.Params) -> Callable[[Any], bool]:
     params_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
 
     def is_params_like(node: Any) -> bool:
+        treedef: Any  # jaxlib ships no type stubs for PyTreeDef
         leaves, treedef = jax.tree.flatten(node)
         if treedef != params_def:
             return False
@@ -146,7 +149,8 @@ def _interpolate_params_like(
             lambda s, s0: (s0 + alpha.astype(s.dtype) * (s - s0)).astype(s.dtype), now, before
         )
 
-    return jax.tree.map(move, current, at_last_sync, is_leaf=is_params_like)
+    moved: optax.OptState = jax.tree.map(move, current, at_last_sync, is_leaf=is_params_like)
+    return moved
 
 
 def lookahead(
@@ -341,6 +345,7 @@ def lookahead(
         **extra_args: Any,
     ) -> tuple[optax.Updates, LookaheadState]:
         _check_update_arguments(updates, state, params)
+        assert params is not None  # for type checkers: _check_update_arguments raised
         _check_replica_axis(replica_axis)
         state = _catch_up(state, params, inner, inner_state_on_sync, write, alpha_at)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
@@ -360,7 +365,7 @@ def lookahead(
             # by float32 injected hyperparameters) keeps its copy's types in step.
             at_sync = _reset_like(at_sync, inner_state)
         new_state = LookaheadState(
-            count=optax.safe_increment(state.count),
+            count=safe_increment(state.count),
             phase=jnp.where(is_sync, 0, state.phase + 1).astype(jnp.int32),
             slow=slow,
             inner_state=inner_state,
@@ -369,7 +374,7 @@ def lookahead(
         )
         return new_updates, new_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return gradient_transformation_extra_args(init_fn, update_fn)
 
 
 def _alpha_at(slow_step_size: Any, count: jax.Array) -> jax.Array | None:
@@ -396,13 +401,14 @@ def _catch_up(
     """
     interpolate = inner_state_on_sync == "interpolate"
 
-    def after_sync(operands):
+    def after_sync(operands: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any]:
         params, slow, inner_state, at_sync = operands
         slow = jax.tree.map(lambda p, s: s if write.is_eager(p, s) else p, params, slow)
         if inner_state_on_sync == "reset":
             inner_state = _reset_like(inner.init(params), inner_state)
         elif interpolate:
             alpha = alpha_at(state.count - 1)  # the sync step's count
+            assert alpha is not None  # for type checkers: interpolate excludes outer
             inner_state = _interpolate_params_like(inner_state, at_sync, alpha, params)
             at_sync = inner_state
         return slow, inner_state, at_sync
@@ -535,7 +541,9 @@ class _SlowWrite(NamedTuple):
     def is_eager(self, param: Any, slow: Any) -> bool:
         return self.at_sync or not _is_deferred(param, slow)
 
-    def new_slow(self, fast: list, slow: list, outer_state: Any, alpha: Any, treedef: Any):
+    def new_slow(
+        self, fast: list[Any], slow: list[Any], outer_state: Any, alpha: Any, treedef: Any
+    ) -> tuple[list[Any], Any]:
         """The slow weights after a sync (replica-invariant), and the outer state."""
         delta = [s - f.astype(s.dtype) for f, s in zip(fast, slow, strict=True)]
         if self.replica_axis is not None:
@@ -566,15 +574,18 @@ def _sync_updates(
     (a wide slow dtype, an outer optimizer, replicas) get their new slow weights
     from a ``lax.cond`` that takes the inner updates, and the updates toward them.
     """
+    treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p_leaves, treedef = jax.tree.flatten(params)
     u_leaves = treedef.flatten_up_to(inner_updates)
     s_leaves = list(treedef.flatten_up_to(slow))
     pairs = zip(p_leaves, s_leaves, strict=True)
     eager = [i for i, (p, s) in enumerate(pairs) if write.is_eager(p, s)]
     if eager:
-        pick = lambda leaves: [leaves[i] for i in eager]  # noqa: E731
 
-        def sync_now(operands):
+        def pick(leaves: list[Any]) -> list[Any]:
+            return [leaves[i] for i in eager]
+
+        def sync_now(operands: tuple[list[Any], list[Any], list[Any], Any]) -> Any:
             p, u, s, state = operands
             fast = [pi + ui for pi, ui in zip(p, u, strict=True)]
             new, new_state = write.new_slow(fast, s, state, alpha, treedef)
@@ -603,12 +614,12 @@ def _sync_updates(
     )
 
 
-def _target(alpha: jax.Array, param: Any, update: Any, slow: Any) -> jax.Array:
-    fast = (param + update).astype(slow.dtype)
+def _target(alpha: jax.Array, param: Any, update: Any, slow: jax.Array) -> jax.Array:
+    fast: jax.Array = (param + update).astype(slow.dtype)
     return slow + alpha.astype(slow.dtype) * (fast - slow)
 
 
-def _reset_like(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:
+def _reset_like(fresh: Any, current: Any) -> Any:
     """Fresh inner state, each leaf given the type of the leaf it replaces.
 
     ``lax.cond`` needs both branches to agree on types; the cast also keeps
@@ -619,13 +630,13 @@ def _reset_like(fresh: optax.OptState, current: optax.OptState) -> optax.OptStat
     to vary like the leaf it replaces.
     """
 
-    def like(new: Any, old: Any) -> jax.Array:
+    def like(new: Any, old: Any) -> Any:
         return _vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
 
     return jax.tree.map(like, fresh, current)
 
 
-def _varying_axes(x: Any) -> frozenset:
+def _varying_axes(x: Any) -> frozenset[Any]:
     """The manual mesh axes ``x`` varies over inside ``shard_map`` (else empty)."""
     aval = jax.typeof(x)
     manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
@@ -643,9 +654,12 @@ def _vary_leaf_like(x: jax.Array, like: Any) -> jax.Array:
     missing = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
     if not missing:
         return x
+    varied: jax.Array
     if hasattr(jax.lax, "pcast"):
-        return jax.lax.pcast(x, missing, to="varying")
-    return jax.lax.pvary(x, missing)  # older jax
+        varied = jax.lax.pcast(x, missing, to="varying")
+    else:
+        varied = getattr(jax.lax, "pvary")(x, missing)  # noqa: B009  (older jax; gone in 0.10)
+    return varied
 
 
 def init_from_inner(
@@ -683,11 +697,14 @@ def init_from_inner(
             f"init_from_inner: tx must be a lookax.lookahead(...) transformation, its init "
             f"returned {type(fresh).__name__}"
         )
-    if jax.tree.structure(fresh.inner_state) != jax.tree.structure(inner_state):
+    # Any: jaxlib ships no type stubs for PyTreeDef, so a type checker sees no == on it.
+    expected: Any = jax.tree.structure(fresh.inner_state)
+    got: Any = jax.tree.structure(inner_state)
+    if expected != got:
         raise ValueError(
             "init_from_inner: inner_state does not match the inner optimizer's state:\n"
-            f"  expected: {jax.tree.structure(fresh.inner_state)}\n"
-            f"  got:      {jax.tree.structure(inner_state)}"
+            f"  expected: {expected}\n"
+            f"  got:      {got}"
         )
     at_sync = None if fresh.inner_state_at_sync is None else _copy_tree(inner_state)
     return fresh._replace(inner_state=inner_state, inner_state_at_sync=at_sync)

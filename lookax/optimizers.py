@@ -59,17 +59,20 @@ from typing import Any
 import jax
 import optax
 
+from lookax._typing import gradient_transformation, gradient_transformation_extra_args
+from lookax._validation import (
+    _validate_flag,
+    _validate_learning_rate,
+    _validate_mu_dtype,
+    _validate_nonnegative,
+    _validate_unit_interval,
+)
 from lookax.lookahead import lookahead
 from lookax.transforms import (
     _complex_as_real,
     _host_float,
     _is_concrete_zero,
     _validate_axis,
-    _validate_flag,
-    _validate_learning_rate,
-    _validate_mu_dtype,
-    _validate_nonnegative,
-    _validate_unit_interval,
     add_decoupled_weight_decay,
     centralize_gradients,
     scale_by_adagrad,
@@ -114,11 +117,13 @@ def _coupled_weight_decay(weight_decay: Any, mask: Mask) -> optax.GradientTransf
     if not _is_concrete_zero(weight_decay):
         return decay
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, optax.OptState]:
         del params
         return updates, state
 
-    return optax.GradientTransformation(decay.init, update_fn)
+    return gradient_transformation(decay.init, update_fn)
 
 
 def _keep_dtypes(tx: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
@@ -131,18 +136,23 @@ def _keep_dtypes(tx: optax.GradientTransformation) -> optax.GradientTransformati
     """
     tx = optax.with_extra_args_support(tx)
 
-    def cast_like(new, old):
+    def cast_like(new: Any, old: Any) -> Any:
         if hasattr(new, "dtype") and hasattr(old, "dtype") and new.dtype != old.dtype:
             return new.astype(old.dtype)
         return new
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, optax.OptState]:
         new_updates, new_state = tx.update(updates, state, params, **extra_args)
         new_updates = jax.tree.map(cast_like, new_updates, updates)
         new_state = jax.tree.map(cast_like, new_state, state)
         return new_updates, new_state
 
-    return optax.GradientTransformationExtraArgs(tx.init, update_fn)
+    return gradient_transformation_extra_args(tx.init, update_fn)
 
 
 def _optimizer(
@@ -293,7 +303,7 @@ def adagrad(
     lr_decay = _host_float(lr_decay)
     base_rate = learning_rate if callable(learning_rate) else _host_float(learning_rate)
 
-    def decayed_learning_rate(count):
+    def decayed_learning_rate(count: jax.typing.ArrayLike) -> jax.typing.ArrayLike:
         rate = base_rate(count) if callable(base_rate) else base_rate
         return rate / (1 + count * lr_decay)
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import fractions
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -50,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax._typing import gradient_transformation, safe_increment
 from lookax._validation import (
     _concrete_float,
     _is_traced,
@@ -123,7 +125,7 @@ def _scalar(value: Any) -> Any:
     return jnp.asarray(value, dtype=_scalar_dtype())
 
 
-def _cast_scalar(value: Any, like: jax.Array) -> Any:
+def _cast_scalar(value: Any, like: jax.Array) -> float | jax.Array:
     """A scalar for element-wise math with ``like``, in ``like``'s dtype."""
     if isinstance(value, float):
         return value
@@ -148,7 +150,7 @@ def _step_as_float(count: jax.Array) -> jax.Array:
     return count.astype(_scalar_dtype())
 
 
-def _zeros_like(params: optax.Params, dtype: Any = None) -> optax.Params:
+def _zeros_like(params: optax.Params, dtype: Any = None) -> Any:
     return optax.tree.zeros_like(params, dtype=dtype)
 
 
@@ -200,19 +202,21 @@ def _complex_as_real(tx: optax.GradientTransformation) -> optax.GradientTransfor
     results are turned back into complex numbers.
     """
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> optax.OptState:
         if not _has_complex(params):
             return tx.init(params)
         state = tx.init(jax.tree.map(_as_real, params))
 
-        def back(leaf, param):
+        def back(leaf: jax.Array, param: Any) -> jax.Array:
             if not _is_complex(param):
                 return leaf
             return _from_real(leaf, _state_dtype_for(leaf.dtype, jnp.result_type(param)))
 
         return optax.tree.map_params(tx, back, state, params)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, optax.OptState]:
         if not _has_complex(updates):
             return tx.update(updates, state, params)
         # The state of a complex leaf is complex (init_fn), and only then.
@@ -223,7 +227,7 @@ def _complex_as_real(tx: optax.GradientTransformation) -> optax.GradientTransfor
             jax.tree.map(_back_like, new_state, state),
         )
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return gradient_transformation(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------
@@ -239,7 +243,7 @@ class AddDecoupledWeightDecayState(NamedTuple):
         is evaluated.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
 
 
 def add_decoupled_weight_decay(
@@ -302,12 +306,16 @@ def add_decoupled_weight_decay(
         learning_rate = _host_float(learning_rate)
     weight_decay = _host_float(weight_decay)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> AddDecoupledWeightDecayState:
         del params
         return AddDecoupledWeightDecayState(count=jnp.zeros([], jnp.int32))
 
-    def update_fn(updates, state, params=None):
-        new_state = AddDecoupledWeightDecayState(count=optax.safe_increment(state.count))
+    def update_fn(
+        updates: optax.Updates,
+        state: AddDecoupledWeightDecayState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, AddDecoupledWeightDecayState]:
+        new_state = AddDecoupledWeightDecayState(count=safe_increment(state.count))
         if skip:
             return updates, new_state
         if params is None:
@@ -321,7 +329,7 @@ def add_decoupled_weight_decay(
         else:
             keep = 1 - _scalar(rate) * _scalar(weight_decay)
 
-        def step(u, p):
+        def step(u: jax.Array, p: jax.Array) -> jax.Array:
             # The select keeps XLA from contracting the multiply-add into an FMA,
             # so the shrink is rounded on its own, as PyTorch's separate p.mul_.
             # (NaN params still give NaN updates through the subtraction.)
@@ -330,7 +338,7 @@ def add_decoupled_weight_decay(
 
         return jax.tree.map(step, updates, params), new_state
 
-    tx = optax.GradientTransformation(init_fn, update_fn)
+    tx = gradient_transformation(init_fn, update_fn)
     return tx if mask is None else optax.masked(tx, mask)
 
 
@@ -366,16 +374,17 @@ def _centralize_leaf(g: jax.Array, axis: Any, path: str) -> jax.Array:
         return g - jnp.mean(g, axis=reduce_axes, keepdims=True)
 
     # A traced axis (e.g. from optax.inject_hyperparams): one branch per axis.
-    def center_keeping(kept: int):
+    def center_keeping(kept: int) -> Callable[[jax.Array], jax.Array]:
         reduce_axes = tuple(a for a in range(ndim) if a != kept)
         return lambda x: x - jnp.mean(x, axis=reduce_axes, keepdims=True)
 
     index = jnp.mod(jnp.asarray(axis, jnp.int32), ndim)
-    return jax.lax.switch(index, [center_keeping(a) for a in range(ndim)], g)
+    centered: jax.Array = jax.lax.switch(index, [center_keeping(a) for a in range(ndim)], g)
+    return centered
 
 
 def centralize_gradients(
-    output_axis: int = -1, *, conv_only: bool = False
+    output_axis: int | jax.Array = -1, *, conv_only: bool = False
 ) -> optax.GradientTransformation:
     r"""Gradient Centralization: removes the mean of each output unit's gradient.
 
@@ -432,21 +441,23 @@ def centralize_gradients(
     _validate_flag("conv_only", conv_only)
     min_ndim = 4 if conv_only else 2
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: optax.EmptyState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, optax.EmptyState]:
         del params
 
-        def centralize(path, g):
+        def centralize(path: Any, g: jax.Array | None) -> jax.Array | None:
             if g is None or jnp.ndim(g) < min_ndim:
                 return g
             return _centralize_leaf(g, output_axis, jax.tree_util.keystr(path))
 
         return jax.tree_util.tree_map_with_path(centralize, updates), state
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> optax.EmptyState:
         del params
         return optax.EmptyState()
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return gradient_transformation(init_fn, update_fn)
 
 
 # --------------------------------------------------------------------------
@@ -463,7 +474,7 @@ class ScaleByMomentumState(NamedTuple):
         ``mu_dtype`` or the params' dtype.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     trace: optax.Updates
 
 
@@ -538,16 +549,18 @@ def scale_by_momentum(
     momentum = _host_float(momentum)
     dampening = _host_float(dampening)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> ScaleByMomentumState:
         return ScaleByMomentumState(
             count=jnp.zeros([], jnp.int32), trace=_zeros_like(params, mu_dtype)
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: ScaleByMomentumState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, ScaleByMomentumState]:
         del params
         is_first = state.count == 0
 
-        def new_buffer(g, b):
+        def new_buffer(g: jax.Array, b: jax.Array) -> jax.Array:
             buffer = _cast_scalar(momentum, b) * b + _cast_scalar(1 - dampening, g) * g
             return buffer if first_step_is_plain else jnp.where(is_first, g, buffer)
 
@@ -559,9 +572,9 @@ def scale_by_momentum(
         else:
             direction = jax.tree.map(lambda g, b: b.astype(g.dtype), updates, trace)
         trace = jax.tree.map(lambda b, old: b.astype(old.dtype), trace, state.trace)
-        return direction, ScaleByMomentumState(count=optax.safe_increment(state.count), trace=trace)
+        return direction, ScaleByMomentumState(count=safe_increment(state.count), trace=trace)
 
-    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
+    return _complex_as_real(gradient_transformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -621,12 +634,14 @@ def scale_by_adagrad(
     initial_accumulator_value = _host_float(initial_accumulator_value)
     eps = _host_float(eps)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> ScaleByAdagradState:
         return ScaleByAdagradState(
             sum_of_squares=optax.tree.full_like(params, initial_accumulator_value)
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: ScaleByAdagradState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, ScaleByAdagradState]:
         del params
         sum_of_squares = jax.tree.map(
             lambda g, s: (s + g * g).astype(s.dtype), updates, state.sum_of_squares
@@ -638,7 +653,7 @@ def scale_by_adagrad(
         )
         return direction, ScaleByAdagradState(sum_of_squares=sum_of_squares)
 
-    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
+    return _complex_as_real(gradient_transformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -652,14 +667,16 @@ def _validate_adam_like(b1: Any, b2: Any, eps: Any) -> None:
     _validate_nonnegative("eps", eps)
 
 
-def _update_moments(updates, mu, nu, b1, b2):
+def _update_moments(
+    updates: optax.Updates, mu: optax.Updates, nu: optax.Updates, b1: Any, b2: Any
+) -> tuple[optax.Updates, optax.Updates]:
     """PyTorch's ``exp_avg.lerp_(g, 1 - b1)`` and ``exp_avg_sq`` EMA (unrounded)."""
     new_mu = optax.tree.update_moment(updates, mu, b1, 1)
     new_nu = optax.tree.update_moment_per_elem_norm(updates, nu, b2, 2)
     return new_mu, new_nu
 
 
-def _store_like(tree, like):
+def _store_like(tree: Any, like: Any) -> Any:
     return jax.tree.map(lambda x, old: x.astype(old.dtype), tree, like)
 
 
@@ -675,7 +692,7 @@ class ScaleByAdamState(NamedTuple):
         ``amsgrad=True``; ``None`` otherwise.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     mu: optax.Updates
     nu: optax.Updates
     nu_max: optax.Updates | None = None
@@ -739,7 +756,7 @@ def scale_by_adam(
     mu_dtype = _validate_mu_dtype(mu_dtype)
     b1, b2, eps = _host_float(b1), _host_float(b2), _host_float(eps)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> ScaleByAdamState:
         return ScaleByAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=_zeros_like(params, mu_dtype),
@@ -747,9 +764,11 @@ def scale_by_adam(
             nu_max=_zeros_like(params) if amsgrad else None,
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: ScaleByAdamState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, ScaleByAdamState]:
         del params
-        count = optax.safe_increment(state.count)
+        count = safe_increment(state.count)
         t = _step_as_float(count)
         inv_bias_correction1 = 1 / _one_minus_power(_log_beta(b1), t)
         sqrt_bias_correction2 = jnp.sqrt(_one_minus_power(_log_beta(b2), t))
@@ -760,7 +779,7 @@ def scale_by_adam(
                 lambda v, old: jnp.maximum(old, v).astype(old.dtype), nu, state.nu_max
             )
 
-        def direction(g, m, v):
+        def direction(g: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
             denom = jnp.sqrt(v) / _cast_scalar(sqrt_bias_correction2, v) + _cast_scalar(eps, v)
             return (m * _cast_scalar(inv_bias_correction1, m) / denom).astype(g.dtype)
 
@@ -773,7 +792,7 @@ def scale_by_adam(
         )
         return updates, new_state
 
-    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
+    return _complex_as_real(gradient_transformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -796,7 +815,7 @@ class ScaleByNadamState(NamedTuple):
         cancellation (``-expm1``) whether the product is near 1 or near 0.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     mu: optax.Updates
     nu: optax.Updates
     log_factor_product: jax.Array
@@ -873,7 +892,7 @@ def scale_by_nadam(
     b1, b2, eps = _host_float(b1), _host_float(b2), _host_float(eps)
     momentum_decay = _host_float(momentum_decay)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> ScaleByNadamState:
         return ScaleByNadamState(
             count=jnp.zeros([], jnp.int32),
             mu=_zeros_like(params, mu_dtype),
@@ -881,15 +900,17 @@ def scale_by_nadam(
             log_factor_product=jnp.zeros([], _scalar_dtype()),
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: ScaleByNadamState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, ScaleByNadamState]:
         del params
-        count = optax.safe_increment(state.count)
+        count = safe_increment(state.count)
         t = _step_as_float(count)
         beta1 = _scalar(b1)
         log_b1 = _log_beta(b1)
         decay_exponent = _scalar(momentum_decay) * _LOG_096  # log(0.96 ** psi)
 
-        def momentum_schedule(step):
+        def momentum_schedule(step: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
             """(mu, 1 - mu, log(mu / b1)) at ``step``; 1 - mu as a sum of positive terms."""
             half_decayed = 0.5 * jnp.exp(step * decay_exponent)
             mu = beta1 * (1 - half_decayed)
@@ -909,7 +930,7 @@ def scale_by_nadam(
 
         mu, nu = _update_moments(updates, state.mu, state.nu, b1, b2)
 
-        def direction(g, m, v):
+        def direction(g: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
             denom = jnp.sqrt(v / _cast_scalar(bias_correction2, v)) + _cast_scalar(eps, v)
             numerator = (
                 _cast_scalar(grad_coefficient, g) * g + _cast_scalar(momentum_coefficient, m) * m
@@ -925,7 +946,7 @@ def scale_by_nadam(
         )
         return updates, new_state
 
-    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
+    return _complex_as_real(gradient_transformation(init_fn, update_fn))
 
 
 # --------------------------------------------------------------------------
@@ -938,7 +959,7 @@ def _langevin_series_coefficients(terms: int) -> tuple[float, ...]:
 
     :math:`c_k = 2^{2k} B_{2k} / (2k)!` with Bernoulli numbers :math:`B_{2k}`.
     """
-    bernoulli = [fractions.Fraction(1)]
+    bernoulli: list[fractions.Fraction | float] = [fractions.Fraction(1)]
     for n in range(1, 2 * terms + 1):
         total = sum(math.comb(n + 1, k) * bernoulli[k] for k in range(n))
         bernoulli.append(-total / (n + 1))
@@ -1010,7 +1031,7 @@ class ScaleByRAdamState(NamedTuple):
       nu: second moment (``exp_avg_sq``).
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     mu: optax.Updates
     nu: optax.Updates
 
@@ -1085,16 +1106,18 @@ def scale_by_radam(
     mu_dtype = _validate_mu_dtype(mu_dtype)
     b1, b2, eps = _host_float(b1), _host_float(b2), _host_float(eps)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> ScaleByRAdamState:
         return ScaleByRAdamState(
             count=jnp.zeros([], jnp.int32),
             mu=_zeros_like(params, mu_dtype),
             nu=_zeros_like(params),
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: ScaleByRAdamState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, ScaleByRAdamState]:
         del params
-        count = optax.safe_increment(state.count)
+        count = safe_increment(state.count)
         t = _step_as_float(count)
         log_b2 = _log_beta(b2)
         inv_bias_correction1 = 1 / _one_minus_power(_log_beta(b1), t)
@@ -1108,7 +1131,7 @@ def scale_by_radam(
 
         mu, nu = _update_moments(updates, state.mu, state.nu, b1, b2)
 
-        def direction(g, m, v):
+        def direction(g: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
             adaptive = _cast_scalar(rectified_scale, v) / (jnp.sqrt(v) + _cast_scalar(eps, v))
             scale = jnp.where(rectified, adaptive, _cast_scalar(inv_bias_correction1, v))
             return (m * scale).astype(g.dtype)
@@ -1119,4 +1142,4 @@ def scale_by_radam(
         )
         return updates, new_state
 
-    return _complex_as_real(optax.GradientTransformation(init_fn, update_fn))
+    return _complex_as_real(gradient_transformation(init_fn, update_fn))

@@ -5,7 +5,13 @@ import importlib
 
 import pytest
 
-MODULES = ["lookax.lookahead", "lookax.transforms", "lookax.optimizers", "lookax.grouping"]
+MODULES = [
+    "lookax.lookahead",
+    "lookax.replicas",
+    "lookax.transforms",
+    "lookax.optimizers",
+    "lookax.grouping",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
