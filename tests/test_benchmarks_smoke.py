@@ -1,7 +1,9 @@
-"""Smoke tests: ``benchmarks/step_time.py --quick`` and ``compile_floor.py --quick`` run."""
+"""Smoke tests: the ``--quick`` modes of ``benchmarks/step_time.py``, ``train_step.py`` and
+``replicas.py`` run and print their tables."""
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import subprocess
@@ -71,24 +73,79 @@ def test_step_time_quick_prints_its_tables():
     assert "total run time:" in out
 
 
+def _section_rows(out: str, title: str) -> list[list[str]]:
+    """The cells of the table rows printed under the ``## <title>...`` heading."""
+    section = out.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows[1:]]  # no header
+
+
 @pytest.mark.slow
-def test_compile_floor_quick_prints_its_table():
-    result = _run_benchmark("compile_floor.py", "--quick")
+def test_train_step_quick_prints_its_tables():
+    result = _run_benchmark("train_step.py", "--quick")
+    out = result.stdout
     assert result.returncode == 0, result.stderr[-4000:]
-    rows = {}
-    for line in result.stdout.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 6 and cells[1].isdigit():
-            rows[cells[0]] = cells
-    assert set(rows) == {
-        "optax.adam",
-        "lookax.lookahead(optax.adam)",
-        "probe: u crosses a cond, branch -u",
-        "probe: u crosses a cond, branch swaps",
-    }, result.stdout
-    for name, (_, kernels, distinct, _, seconds, ratio) in rows.items():
-        assert 0 < int(distinct) <= int(kernels), name
-        assert float(seconds) > 0 and float(ratio) > 0, name
-    # the cond's materialized updates and its sync branch add distinct kernels to Adam's
-    assert int(rows["lookax.lookahead(optax.adam)"][2]) > int(rows["optax.adam"][2])
-    assert "elementwise kernels: one shape" in result.stdout
+    pairs = {(m, i) for m in ("cnn", "lm") for i in ("adam(1e-3)", "sgd(0.1, momentum=0.9)")}
+    # headline: ms/step, lookahead/plain and its interval, cpu, bytes and compile ratios;
+    # no bound on times (they are noise on a shared machine)
+    steps = _section_rows(out, "Step time: Lookahead / plain, whole training step")
+    assert {(r[0], r[1]) for r in steps} == pairs and len(steps) == 4, out[-3000:]
+    for row in steps:
+        for cell in (row[2], row[3], row[4], row[6], row[8], row[9]):
+            assert math.isfinite(float(cell)) and float(cell) > 0, row
+        for ratio, interval in ((row[4], row[5]), (row[6], row[7])):  # wall, cpu
+            if interval != "-":  # the median's interval: none from --quick's 2 rounds
+                low, high = (float(x) for x in interval.split("-"))
+                assert 0 < low <= float(ratio) <= high, row
+    compiles = _section_rows(out, "Compile time")
+    assert {(r[0], r[1]) for r in compiles} == pairs and len(compiles) == 4, out[-3000:]
+    for row in compiles:
+        assert all(float(c) > 0 for c in row[2:]), row
+    memory = _section_rows(out, "Compiled memory")
+    assert sorted((r[0], r[1], r[2]) for r in memory) == sorted(
+        (m, i, step) for m, i in pairs for step in ("plain", "lookahead")
+    ), out[-3000:]
+    for row in memory:  # argument, output, alias, temp MB; the loss after the timed steps
+        assert all(float(c) >= 0 for c in row[3:8]), row
+        assert math.isfinite(float(row[11])), row
+    goal = "goal (DESIGN.md section 6): whole training step Lookahead / plain <= 1.03:"
+    assert goal in out and "the 95% interval settles it for" in out
+    assert "total run time:" in out
+
+
+@pytest.mark.slow
+def test_replicas_quick_writes_its_table(tmp_path):
+    result = _run_benchmark("replicas.py", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    text = (tmp_path / "replicas_quick.md").read_text()
+    assert (tmp_path / "replicas_quick.png").stat().st_size > 0
+    header = (
+        "| method | H | replicas × batch | inner lr | test accuracy | Δ vs data parallel (pp) "
+        "| all-reduces / step (in sync branch) | bytes all-reduced / step |"
+    )
+    assert header in text and header in result.stdout
+    table = text.split(header, 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("DiLoCo", "2"),
+        ("DiLoCo", "5"),
+        ("data parallel", "—"),
+        ("one replica alone", "—"),
+        ("SlowMo", "12"),
+        ("Lookahead", "5"),
+    ], table
+    for row in rows:  # test accuracy: mean ± std over seeds, fractions
+        mean, std = (float(x) for x in row[4].split()[0:3:2])
+        assert 0.0 <= mean <= 1.0 and 0.0 <= std <= 1.0, row
+    # From the compiled HLO: all-reduces outside (inside) a sync branch, and bytes per step.
+    count = {(r[0], r[1]): r[6] for r in rows}
+    sent = {(r[0], r[1]): float(r[7]) for r in rows}
+    data_parallel = sent[("data parallel", "—")]
+    assert count[("data parallel", "—")] == "1 (0)", count  # the gradients, every step
+    assert data_parallel > sent[("DiLoCo", "2")] > sent[("DiLoCo", "5")] > 0, sent
+    for h in ("2", "5"):  # one params-sized all-reduce, in the sync branch only: 1/H of DP's
+        assert count[("DiLoCo", h)] == "0 (1)", count
+        assert math.isclose(sent[("DiLoCo", h)] * int(h), data_parallel, rel_tol=1e-3), sent
+    for key in [("one replica alone", "—"), ("SlowMo", "12"), ("Lookahead", "5")]:
+        assert count[key] == "0 (0)" and sent[key] == 0.0, (count, sent)
+    assert "total run time:" in result.stdout

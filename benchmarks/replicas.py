@@ -1,0 +1,971 @@
+#!/usr/bin/env python
+"""Replicas: DiLoCo against data parallelism on MNIST-1D, and the bytes each all-reduces.
+
+DiLoCo (Douillard et al. 2023, "DiLoCo: Distributed Low-Communication Training of
+Language Models") claims that M replicas which train apart for H inner steps and
+then take one outer Nesterov step on their averaged pseudo-gradient reach the
+quality of synchronous data parallelism while communicating a fraction (1/H) of
+what it does. This script puts that claim to a small, fully reproducible test
+with ``lookax.diloco`` (issue 11's evidence):
+
+- data: MNIST-1D (Greydanus 2020), generated offline by ``mnist1d``'s
+  ``make_dataset()`` (``lookax._mnist1d.load_mnist1d``) with 25,000 sequences
+  instead of the default 5,000: 20,000 training sequences (the last 1,000 held
+  out as a validation set, for the learning-rate choice) and 5,000 test
+  sequences (the reported accuracy). With the default 4,000 training sequences
+  every method cycles through its data many times, data parallelism overfits
+  (training loss 0.002) and one replica alone, with a quarter of the data per
+  step, came within a point of it (a 2-seed pilot, 1000 steps: 89.0% against
+  89.8% test accuracy): little left to compare. DiLoCo's setting, language-model
+  pretraining, hardly repeats data;
+- model: the small 1-D CNN of ``lookax._mnist1d`` (8,010 float32 parameters);
+- 4 replicas as a leading axis of the params and optimizer state, run by
+  ``jax.vmap(..., axis_name="replica")`` on one CPU (Lookahead's counters
+  unbatched, as in tests/test_outer_and_replicas.py);
+- every method sees the same global batches (B = 128 sequences, one minibatch
+  order per seed) for the same number of steps (800), hence the same gradient
+  evaluations, except "one replica alone":
+
+  - **DiLoCo**: ``lookax.diloco(lookax.adamw(lr), H, replica_axis="replica")``
+    (outer Nesterov SGD, learning rate 0.7, momentum 0.9), H in {5, 20, 50,
+    200}; replica m trains on shard m (B/4 = 32 sequences) of every global batch,
+    no gradient averaging;
+  - **data parallel**: ``lookax.adamw(lr)`` on the 4 replicas with the gradients
+    averaged every step (``lax.pmean`` over ``"replica"``), i.e. one model on the
+    full batch;
+  - **one replica alone**: replica 0 of the 4 without communication: AdamW on
+    shard 0 (B/4) of every global batch for the same number of steps, i.e. a
+    quarter of the gradient evaluations: what one worker reaches on its own;
+  - **SlowMo** (``lookax.slowmo(lookax.adamw(lr), 12)``, outer SGD 1.0,
+    momentum 0.5) and **Lookahead** (``lookax.lookahead(lookax.adamw(lr), 5,
+    0.5)``) on one replica with the full batch: the outer step without replicas;
+
+- the inner learning rate (AdamW, weight decay 1e-2) is chosen per row (per H for
+  DiLoCo) from {1e-3, 3e-3, 1e-2, 3e-2} by the mean validation accuracy over
+  seeds: around Adam's best on this model (1e-2 at batch 100 in
+  train_quality.py), one step lower because DiLoCo's outer Nesterov step
+  amplifies the replicas' progress (in steady state 0.7 / (1 - 0.9) = 7 times
+  the pseudo-gradient), one step higher because Lookahead halves its step. The
+  whole grid runs vmapped in the same compiled programs;
+- 5 seeds; seed s gives every method the same initial weights and minibatch
+  order, so differences are paired by seed; DiLoCo, SlowMo and Lookahead are
+  evaluated on their slow weights (``lookax.slow_params``).
+
+Bytes all-reduced per step are read from the compiled HLO, not computed from a
+formula: each method's training step (one seed, one global batch) is compiled
+under ``jax.shard_map`` on a 4-device CPU mesh (this script sets
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before importing jax),
+every ``all-reduce`` instruction is found and its operand bytes (shape x dtype
+size) summed; an all-reduce inside a conditional's branch (DiLoCo's sync) runs
+once every H steps, so bytes per step = bytes outside any branch + bytes inside
+branches / H. It is the payload each replica contributes to the all-reduce, not
+the wire traffic of a particular all-reduce algorithm.
+
+Usage::
+
+  python benchmarks/replicas.py           # 5 seeds, 800 steps: about 8 minutes on 2 cores
+  python benchmarks/replicas.py --quick   # 2 seeds, 40 steps, H in {2, 5}, one lr: < 1 minute
+  python benchmarks/replicas.py --seeds 3 --steps 400 --out /tmp/replicas
+
+``--quick`` also uses 2,000 sequences (1,600 training, 400 test) and compiles
+with ``--xla_backend_optimization_level=0``: it checks that everything runs, its
+numbers mean little.
+
+Outputs: ``benchmarks/results/replicas.md`` (the table, the reading, the command
+and run time; also printed) and ``benchmarks/replicas.png`` (test accuracy against
+bytes all-reduced per step). ``--quick`` adds ``_quick`` to both names;
+``--out DIR`` writes both into DIR instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Set before jax is imported. The bytes are measured under shard_map on 4 host CPU devices.
+# --quick compiles with LLVM at -O0: its programs compile about twice as fast and run a few
+# times slower, which pays off over its 40 steps (and changes no result: the HLO, where the
+# all-reduces are counted, is optimized as usual).
+_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+_FAST_COMPILE_FLAG = "--xla_backend_optimization_level"
+if _DEVICE_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICE_FLAG}=4".strip()
+if "--quick" in sys.argv[1:] and _FAST_COMPILE_FLAG not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += f" {_FAST_COMPILE_FLAG}=0"
+
+import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+import shlex  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import lookax  # noqa: E402
+from lookax import _mnist1d  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+AXIS = "replica"
+REPLICAS = 4
+GLOBAL_BATCH = 128  # B; each of the 4 replicas gets B/4 = 32
+VALIDATION_FRACTION = 20  # the last 1/20 of the training sequences: validation, not trained on
+WEIGHT_DECAY = 1e-2  # lookax.adamw's default (PyTorch's)
+SLOWMO_PERIOD = 12  # lookax.slowmo's default (fairscale's)
+LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5  # the Lookahead paper's default
+
+# Method kinds: (label, replicas, per-replica batch, gradients averaged every step).
+KINDS: dict[str, tuple[str, int, int, bool]] = {
+    "diloco": ("DiLoCo", REPLICAS, GLOBAL_BATCH // REPLICAS, False),
+    "data_parallel": ("data parallel", REPLICAS, GLOBAL_BATCH // REPLICAS, True),
+    "alone": ("one replica alone", 1, GLOBAL_BATCH // REPLICAS, False),
+    "slowmo": ("SlowMo", 1, GLOBAL_BATCH, False),
+    "lookahead": ("Lookahead", 1, GLOBAL_BATCH, False),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int
+    seeds: int
+    num_samples: int  # MNIST-1D sequences generated: 80% training, 20% test
+    periods: tuple[int, ...]  # DiLoCo's H values
+    learning_rates: tuple[float, ...]
+    quick: bool
+
+
+@dataclass(frozen=True)
+class Method:
+    kind: str
+    period: int | None  # H (sync period) where there is one
+
+    @property
+    def label(self) -> str:
+        return KINDS[self.kind][0]
+
+    @property
+    def replicas(self) -> int:
+        return KINDS[self.kind][1]
+
+    @property
+    def batch(self) -> int:
+        return KINDS[self.kind][2]
+
+    @property
+    def average_grads(self) -> bool:
+        return KINDS[self.kind][3]
+
+
+def methods(settings: Settings) -> list[Method]:
+    return [
+        *(Method("diloco", h) for h in settings.periods),
+        Method("data_parallel", None),
+        Method("alone", None),
+        Method("slowmo", SLOWMO_PERIOD),
+        Method("lookahead", LOOKAHEAD_K),
+    ]
+
+
+def make_tx(kind: str, learning_rate: Any, period: Any) -> optax.GradientTransformation:
+    inner = lookax.adamw(learning_rate, weight_decay=WEIGHT_DECAY)
+    if kind == "diloco":  # outer Nesterov SGD 0.7 / 0.9: the paper's (and lookax's) defaults
+        return lookax.diloco(inner, sync_period=period, replica_axis=AXIS)
+    if kind == "slowmo":  # outer SGD 1.0, momentum 0.5 (fairscale's defaults)
+        return lookax.slowmo(inner, sync_period=period)
+    if kind == "lookahead":
+        return lookax.lookahead(inner, period, LOOKAHEAD_ALPHA)
+    return inner  # data parallel, one replica alone
+
+
+# ----------------------------------------------------------------------------
+# The per-replica training step, shared by the training runs (jax.vmap over the
+# replica axis) and the bytes measurement (jax.shard_map over a 4-device mesh).
+# ----------------------------------------------------------------------------
+
+
+def make_step(tx: optax.GradientTransformation, average_grads: bool) -> Callable:
+    """One replica's step on its own batch; ``lax.pmean`` of the gradients for data parallel."""
+
+    def batch_loss(params, x, y):
+        return _mnist1d.loss_and_accuracy(params, x, y)[0]
+
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(batch_loss)(params, x, y)
+        if average_grads:
+            grads = jax.lax.pmean(grads, AXIS)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def replica_axes(opt_state: Any) -> Any:
+    """``in_axes`` of a replicated state: 0 everywhere but Lookahead's two counters.
+
+    The counters are the same on every replica; left unbatched, the sync stays a
+    ``lax.cond`` (a batched predicate would turn it into a select).
+    """
+
+    def axes(node: Any) -> Any:
+        if isinstance(node, lookax.LookaheadState):
+            return jax.tree.map(lambda _: 0, node)._replace(count=None, phase=None)
+        return jax.tree.map(lambda _: 0, node)
+
+    return jax.tree.map(axes, opt_state, is_leaf=lambda n: isinstance(n, lookax.LookaheadState))
+
+
+def _map_axes(fn: Callable, axes: Any, *trees: Any) -> Any:
+    """``fn(axis, leaf, ...)`` over ``axes`` (0 or None) and trees it is a prefix of."""
+    return jax.tree.map(fn, axes, *trees, is_leaf=lambda x: x is None)
+
+
+def replicate(tree: Any, axes: Any, replicas: int) -> Any:
+    """Identical replicas: a leading axis of size ``replicas`` on every mapped leaf."""
+    return _map_axes(
+        lambda ax, leaf: (
+            leaf if ax is None else jnp.broadcast_to(leaf, (replicas, *jnp.shape(leaf)))
+        ),
+        axes,
+        tree,
+    )
+
+
+def eval_params(opt_state: Any, params: Any) -> Any:
+    """Replica 0's evaluation weights: the slow weights where there are some."""
+    if _mnist1d.has_lookahead(opt_state):
+        params = lookax.slow_params(opt_state, params)
+    return jax.tree.map(lambda x: x[0], params)
+
+
+def trained_on(data: _mnist1d.Dataset) -> int:
+    """How many training sequences are trained on; the rest (the last 1/20) validate."""
+    return len(data.x_train) - len(data.x_train) // VALIDATION_FRACTION
+
+
+class Seeds(NamedTuple):
+    """What a seed fixes for every method: initial weights and the global batches."""
+
+    params: Any  # the initial weights, each leaf [seeds, ...]
+    indices: np.ndarray  # [seeds, steps, B] training-sequence indices of the global batches
+
+
+def make_seeds(settings: Settings, num_train: int) -> Seeds:
+    """Seed s: weights from ``jax.random.key(s)``, minibatch order from NumPy's generator s.
+
+    Made once, outside the compiled training runs (random number generation inside them
+    doubled their compile time), and shared by every method: runs are paired by seed.
+    """
+    keys = jnp.stack([jax.random.key(seed) for seed in range(settings.seeds)])
+    params = jax.jit(jax.vmap(_mnist1d.init_params))(keys)
+    indices = np.stack(
+        [
+            _mnist1d.host_batch_indices(
+                np.random.default_rng(seed), num_train, GLOBAL_BATCH, settings.steps
+            )
+            for seed in range(settings.seeds)
+        ]
+    )
+    return Seeds(params, indices)
+
+
+def make_run(method_kind: str, data: _mnist1d.Dataset) -> Callable:
+    """``run(hparams, params, indices) -> metrics``: one training run (vmap it, jit it).
+
+    ``hparams``: ``{"lr": ..., "period": ...}`` (the period may be traced: DiLoCo's H
+    values run vmapped in one compiled program); ``params``: the initial weights;
+    ``indices``: ``[steps, B]``, the global batches.
+    """
+    _, replicas, batch, average_grads = KINDS[method_kind]
+    num_train = trained_on(data)
+    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    x_val, y_val = x_train[num_train:], y_train[num_train:]
+    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+
+    def run(hparams: dict[str, jax.Array], params: Any, indices: jax.Array) -> dict[str, Any]:
+        tx = make_tx(method_kind, hparams["lr"], hparams.get("period"))
+        one_state = tx.init(params)
+        axes = replica_axes(one_state)
+        carry = (
+            replicate(params, jax.tree.map(lambda _: 0, params), replicas),
+            replicate(one_state, axes, replicas),
+        )
+        # Replica m takes shard m of each global batch; one replica alone takes shard 0,
+        # what replica 0 of the four sees.
+        steps = indices.shape[0]
+        indices = indices[:, : replicas * batch].reshape(steps, replicas, batch)
+        step = jax.vmap(
+            make_step(tx, average_grads),
+            in_axes=(0, axes, 0, 0),
+            out_axes=(0, axes, 0),
+            axis_name=AXIS,
+        )
+
+        def body(carry, idx):
+            params, opt_state, loss = step(*carry, x_train[idx], y_train[idx])
+            return (params, opt_state), loss.mean()
+
+        (params, opt_state), losses = jax.lax.scan(body, carry, indices)
+        final = eval_params(opt_state, params)
+        _, val_acc = _mnist1d.loss_and_accuracy(final, x_val, y_val)
+        test_loss, test_acc = _mnist1d.loss_and_accuracy(final, x_test, y_test)
+        return {
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "last_batch_loss": losses[-max(1, steps // 10) :].mean(),
+        }
+
+    return run
+
+
+def train_group(
+    kind: str,
+    periods: list[int | None],
+    settings: Settings,
+    data: _mnist1d.Dataset,
+    seeds: Seeds,
+) -> dict[int | None, dict[str, np.ndarray]]:
+    """Every (period, learning rate, seed) of one method kind in one compiled program.
+
+    Returns, per period, metrics ``[learning rates, seeds]``.
+    """
+    lrs = np.asarray(settings.learning_rates, np.float32)
+    rows = [(p, lr) for p in periods for lr in lrs]
+    hparams = {"lr": jnp.asarray([lr for _, lr in rows], jnp.float32)}
+    if kind == "diloco":  # H traced and vmapped: one program for every H
+        hparams["period"] = jnp.asarray([p for p, _ in rows], jnp.int32)
+    run = make_run(kind, data)
+    if kind != "diloco" and periods[0] is not None:
+        period = periods[0]
+        inner_run = run
+        run = lambda h, p, i: inner_run({**h, "period": period}, p, i)  # noqa: E731
+    batched = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, None)))
+    args = (hparams, seeds.params, jnp.asarray(seeds.indices))
+    start = time.perf_counter()
+    compiled = batched.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = jax.device_get(jax.block_until_ready(compiled(*args)))
+    run_s = time.perf_counter() - start
+    print(
+        f"  {KINDS[kind][0]:>17s}: {len(periods)} H x {len(lrs)} lr x {settings.seeds} seeds, "
+        f"compile {compile_s:5.1f}s, run {run_s:6.1f}s "
+        f"({1e3 * run_s / settings.steps:.1f} ms per step of all {len(rows) * settings.seeds} "
+        "runs)",
+        flush=True,
+    )
+    out = {}
+    for i, period in enumerate(periods):
+        block = slice(i * len(lrs), (i + 1) * len(lrs))
+        out[period] = {key: np.asarray(value[block]) for key, value in metrics.items()}
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Bytes all-reduced per step, from the compiled HLO.
+# ----------------------------------------------------------------------------
+
+_DTYPE_BYTES = {
+    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+    "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+}  # fmt: skip
+_INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+([a-z][\w\-]*)\(")
+_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
+
+
+def _type_bytes(hlo_type: str) -> int:
+    """Bytes of an HLO type: ``f32[5,1,32]{2,1,0}`` or a tuple of such."""
+    total = 0
+    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", hlo_type):
+        if dtype in _DTYPE_BYTES:
+            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+@dataclass
+class AllReduces:
+    outside: int  # bytes all-reduced outside any conditional, every step
+    inside: int  # bytes all-reduced inside conditional branches (a sync)
+    count_outside: int
+    count_inside: int
+
+    def per_step(self, period: int | None) -> float:
+        """Bytes per step: the branch runs once every ``period`` steps."""
+        if self.inside and not period:
+            raise ValueError("all-reduces inside a conditional, but no sync period")
+        return self.outside + (self.inside / period if self.inside else 0.0)
+
+
+def all_reduces(hlo_text: str) -> AllReduces:
+    """Every ``all-reduce`` reachable from the entry computation, in or out of a branch."""
+    computations: dict[str, list[str]] = {}
+    entry, current = None, None
+    for line in hlo_text.splitlines():
+        header = _HEADER.match(line)
+        if header and not line.startswith(" "):
+            current = header.group(1)
+            computations[current] = []
+            if line.startswith("ENTRY"):
+                entry = current
+        elif line.startswith("}"):
+            current = None
+        elif current is not None:
+            computations[current].append(line)
+    if entry is None:
+        raise ValueError("no ENTRY computation in the HLO text")
+    found = AllReduces(0, 0, 0, 0)
+
+    def walk(name: str, in_branch: bool, depth: int = 0) -> None:
+        if depth > 64:
+            raise ValueError(f"HLO call graph too deep at {name}")
+        for line in computations.get(name, []):
+            match = _INSTRUCTION.match(line)
+            if not match:
+                continue
+            hlo_type, opcode = match.groups()
+            if opcode in ("all-reduce", "all-reduce-start"):
+                size = _type_bytes(re.sub(r"/\*.*?\*/", "", hlo_type))
+                if in_branch:
+                    found.inside += size
+                    found.count_inside += 1
+                else:
+                    found.outside += size
+                    found.count_outside += 1
+            if opcode == "conditional":
+                branches = re.search(r"branch_computations=\{([^}]*)\}", line)
+                names = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
+                names += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", line)
+                for branch in names:
+                    walk(branch, True, depth + 1)
+            else:
+                for callee in re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line):
+                    walk(callee, in_branch, depth + 1)
+
+    walk(entry, False)
+    return found
+
+
+def compiled_step_hlo(method: Method, learning_rate: float) -> str:
+    """The compiled HLO of one training step of ``method`` under ``jax.shard_map``.
+
+    One device per replica (4 for DiLoCo and data parallel, 1 otherwise), the
+    replica axis the mesh axis; Lookahead's counters replicated, everything else
+    split over the replicas.
+    """
+    cpus = jax.devices("cpu")
+    if len(cpus) < method.replicas:
+        raise RuntimeError(
+            f"need {method.replicas} CPU devices for the shard_map compile, have {len(cpus)}: "
+            f"run this script in a fresh process (it sets XLA_FLAGS={_DEVICE_FLAG}=4 before "
+            "importing jax)"
+        )
+    mesh = Mesh(np.asarray(cpus[: method.replicas]), (AXIS,))
+    tx = make_tx(method.kind, learning_rate, method.period)
+    step = make_step(tx, method.average_grads)
+    params = jax.eval_shape(_mnist1d.init_params, jax.random.key(0))
+    opt_state = jax.eval_shape(tx.init, params)
+    axes = replica_axes(opt_state)
+    param_axes = jax.tree.map(lambda _: 0, params)
+    specs = _map_axes(  # None stays None where the state itself holds None
+        lambda ax, leaf: None if leaf is None else P() if ax is None else P(AXIS), axes, opt_state
+    )
+
+    def local(params, opt_state, x, y):
+        squeeze = lambda tree, ax: _map_axes(  # noqa: E731
+            lambda a, leaf: leaf if a is None else leaf[0], ax, tree
+        )
+        params, opt_state, loss = step(
+            squeeze(params, param_axes), squeeze(opt_state, axes), x[0], y[0]
+        )
+        expand = lambda tree, ax: _map_axes(  # noqa: E731
+            lambda a, leaf: leaf if a is None else leaf[None], ax, tree
+        )
+        return expand(params, param_axes), expand(opt_state, axes), loss[None]
+
+    def abstract(leaf: Any, spec: P) -> jax.ShapeDtypeStruct:
+        shape = leaf.shape if spec == P() else (method.replicas, *leaf.shape)
+        return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=NamedSharding(mesh, spec))
+
+    length = 40  # MNIST-1D's sequence length
+    args = (
+        jax.tree.map(lambda leaf: abstract(leaf, P(AXIS)), params),
+        jax.tree.map(abstract, opt_state, specs),
+        abstract(jax.ShapeDtypeStruct((method.batch, length), jnp.float32), P(AXIS)),
+        abstract(jax.ShapeDtypeStruct((method.batch,), jnp.int32), P(AXIS)),
+    )
+    sharded = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(AXIS), specs, P(AXIS), P(AXIS)),
+        out_specs=(P(AXIS), specs, P(AXIS)),
+    )
+    return jax.jit(sharded).lower(*args).compile().as_text()
+
+
+def measure_bytes(settings: Settings) -> tuple[dict[Method, AllReduces], list[str]]:
+    """The all-reduces of every method's compiled step, and a line about each."""
+    start = time.perf_counter()
+    hlo: dict[Method, AllReduces] = {}
+    lines = []
+    for method in methods(settings):
+        found = hlo[method] = all_reduces(compiled_step_hlo(method, settings.learning_rates[0]))
+        lines.append(
+            f"  {method.label:>17s} H={method.period or '-':<4}: {found.count_outside} "
+            f"all-reduce(s) of {found.outside} B every step, {found.count_inside} of "
+            f"{found.inside} B in a sync branch -> {found.per_step(method.period):.1f} B/step"
+        )
+    lines.insert(
+        0,
+        "bytes all-reduced per step, from the compiled HLO (shard_map, 4 CPU devices; "
+        f"{len(lines)} compiles, {time.perf_counter() - start:.0f}s beside the training):",
+    )
+    return hlo, lines
+
+
+# ----------------------------------------------------------------------------
+# Report.
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    method: Method
+    lr: float
+    test_acc: np.ndarray  # [seeds], in [0, 1]
+    val_acc: np.ndarray
+    diverged: int
+    bytes_per_step: float
+    reduces: AllReduces
+
+    @property
+    def h(self) -> str:
+        return "—" if self.method.period is None else str(self.method.period)
+
+
+def pick_rows(
+    results: dict[str, dict[int | None, dict[str, np.ndarray]]],
+    hlo: dict[Method, AllReduces],
+    settings: Settings,
+) -> list[Row]:
+    rows = []
+    for method in methods(settings):
+        metrics = results[method.kind][method.period]
+        val = np.where(np.isfinite(metrics["test_loss"]), metrics["val_acc"], -np.inf)
+        best = int(np.argmax(val.mean(-1)))  # by validation accuracy, mean over seeds
+        rows.append(
+            Row(
+                method=method,
+                lr=float(settings.learning_rates[best]),
+                test_acc=metrics["test_acc"][best].astype(np.float64),
+                val_acc=metrics["val_acc"][best].astype(np.float64),
+                diverged=int((~np.isfinite(metrics["test_loss"][best])).sum()),
+                bytes_per_step=hlo[method].per_step(method.period),
+                reduces=hlo[method],
+            )
+        )
+    return rows
+
+
+def _pm(values: np.ndarray) -> str:
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {std:.3f}"
+
+
+def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the per-seed difference a - b, in percentage points."""
+    diff = 100 * (a - b)
+    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), float(se)
+
+
+TABLE_HEADER = (
+    "| method | H | replicas × batch | inner lr | test accuracy | Δ vs data parallel (pp) "
+    "| all-reduces / step (in sync branch) | bytes all-reduced / step |"
+)
+
+
+def table(rows: list[Row]) -> list[str]:
+    dp = next(r for r in rows if r.method.kind == "data_parallel")
+    out = [TABLE_HEADER, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r is dp:
+            delta = "—"
+        else:
+            mean, se = _paired(r.test_acc, dp.test_acc)
+            delta = f"{mean:+.1f} ± {se:.1f}"
+        reduces = f"{r.reduces.count_outside} ({r.reduces.count_inside})"
+        diverged = f" ({r.diverged} diverged)" if r.diverged else ""
+        out.append(
+            f"| {r.method.label} | {r.h} | {r.method.replicas} × {r.method.batch} | {r.lr:g} | "
+            f"{_pm(r.test_acc)}{diverged} | {delta} | {reduces} | {r.bytes_per_step:.1f} |"
+        )
+    return out
+
+
+def reading(rows: list[Row], settings: Settings) -> list[str]:
+    """What reproduced of the paper's claim, computed from the rows (a 2-standard-error rule)."""
+    dp = next(r for r in rows if r.method.kind == "data_parallel")
+    alone = next(r for r in rows if r.method.kind == "alone")
+    diloco = [r for r in rows if r.method.kind == "diloco"]
+    close, below, above_alone, below_alone, details = [], [], [], [], []
+    for r in diloco:
+        mean, se = _paired(r.test_acc, dp.test_acc)
+        mean_alone, se_alone = _paired(r.test_acc, alone.test_acc)
+        (close if _not_below(mean, se) else below).append(r)
+        if not _not_below(-mean_alone, se_alone):  # above alone by more than 2 SE
+            above_alone.append(r)
+        elif not _not_below(mean_alone, se_alone):
+            below_alone.append(r)
+        details.append(
+            f"H = {r.method.period}: {100 * r.test_acc.mean():.1f}% at lr {r.lr:g} "
+            f"({mean:+.1f} ± {se:.1f} pp against data parallel, {mean_alone:+.1f} ± "
+            f"{se_alone:.1f} pp against one replica alone) for "
+            f"{r.bytes_per_step / dp.bytes_per_step:.3g} of its bytes"
+        )
+    hs = lambda rs: ", ".join(str(r.method.period) for r in rs) or "none"  # noqa: E731
+    pct = lambda r: f"{100 * r.test_acc.mean():.1f}%"  # noqa: E731
+    sentences = [
+        f"Data parallelism (AdamW, gradients all-reduced every step: {dp.bytes_per_step:.0f} "
+        f"bytes per step per replica, the 8,010 float32 gradients) reaches {pct(dp)}; one "
+        f"replica alone, with a quarter of the gradient evaluations and no communication, "
+        f"{pct(alone)}."
+    ]
+    if close:
+        sentences.append(
+            f"**Reproduced** at H = {hs(close)}: DiLoCo is not below data parallelism by more "
+            "than two standard errors of the per-seed difference, while it all-reduces 1/H of "
+            "its bytes (one all-reduce of the 8,010-float pseudo-gradient, inside the sync "
+            "branch of the compiled step)."
+        )
+    if below:
+        gaps = ", ".join(f"{-_paired(r.test_acc, dp.test_acc)[0]:.1f}" for r in below)
+        sentences.append(
+            f"**Not reproduced** at H = {hs(below)}: there DiLoCo is below data parallelism by "
+            f"more than two standard errors ({gaps} pp)."
+        )
+    sentences.append("Per H: " + "; ".join(details) + ".")
+    means = [r.test_acc.mean() for r in diloco]
+    if len(diloco) > 1:
+        if all(a >= b for a, b in zip(means, means[1:], strict=False)):
+            sentences.append(
+                "Accuracy falls as H grows: less communication, lower quality, as in the "
+                "paper's ablation over H."
+            )
+        else:
+            best = diloco[int(np.argmax(means))]
+            sentences.append(
+                f"Accuracy is not monotone in H: the best H is {best.method.period}, not the "
+                "smallest."
+            )
+            first = diloco[0]
+            if first is not best and first.lr < min(r.lr for r in diloco[1:]):
+                sentences.append(
+                    f"At H = {first.method.period} the chosen inner learning rate is the lowest "
+                    f"({first.lr:g}), consistent with the outer Nesterov step (0.7, momentum "
+                    "0.9: the paper's values, for H = 500) multiplying the replicas' progress "
+                    "(by 0.7 / (1 - 0.9) = 7 in steady state) and overshooting when syncs are "
+                    "frequent; not tested here, the outer hyperparameters are not tuned."
+                )
+        best, last = diloco[int(np.argmax(means))], diloco[-1]
+        if last is not best:
+            sentences.append(
+                f"From H = {best.method.period} to H = {last.method.period} "
+                f"({best.bytes_per_step / last.bytes_per_step:.0f}x fewer bytes) the accuracy "
+                f"drops by {100 * (best.test_acc.mean() - last.test_acc.mean()):.1f} pp."
+            )
+    if len(above_alone) == len(diloco):
+        sentences.append(
+            "At every H DiLoCo is above one replica alone by more than two standard errors: "
+            "the other three replicas' work is not wasted even at the rarest syncs tried."
+        )
+    else:
+        sentences.append(
+            f"DiLoCo is above one replica alone by more than two standard errors at H = "
+            f"{hs(above_alone)} only"
+            + (
+                f", and below it at H = {hs(below_alone)}: there the four replicas together do "
+                "worse than one of them alone."
+                if below_alone
+                else "."
+            )
+        )
+    singles = []
+    for r in rows:
+        if r.method.kind in ("slowmo", "lookahead"):
+            mean, se = _paired(r.test_acc, dp.test_acc)
+            singles.append(
+                f"{r.method.label} (H = {r.method.period}, lr {r.lr:g}) {pct(r)}, {mean:+.1f} ± "
+                f"{se:.1f} pp"
+            )
+    sentences.append(
+        "Without replicas (one model on the full batch, nothing to communicate; data parallel "
+        "is AdamW on the same batches): " + "; ".join(singles) + "."
+    )
+    lines = [" ".join(sentences), ""]
+    lrs = settings.learning_rates
+    edge = [r for r in rows if len(lrs) > 1 and r.lr in (min(lrs), max(lrs))]
+    lines.append(
+        f"Caveats: a tiny CNN trained from scratch for {settings.steps} steps "
+        f"({settings.steps // max(settings.periods)} to {settings.steps // min(settings.periods)} "
+        "outer steps for DiLoCo), against the paper's language models (tens of thousands of "
+        "inner steps from a pretrained checkpoint, H = 500, 8 replicas); constant learning "
+        "rates, chosen per row on a validation split"
+        + (
+            " (at the edge of the grid for "
+            + ", ".join(f"{r.method.label} H = {r.h}" for r in edge)
+            + ": a better one may lie outside it)"
+            if edge
+            else ""
+        )
+        + "; the outer hyperparameters are the papers' defaults, not tuned here; "
+        f"{settings.seeds} seeds; one CPU, so bytes are measured, never communication time."
+    )
+    return lines
+
+
+def _not_below(mean: float, se: float) -> bool:
+    """Not below zero by more than two standard errors (one seed: by more than 1 pp)."""
+    return mean >= -2 * se if np.isfinite(se) else mean >= -1.0
+
+
+def markdown(
+    rows: list[Row],
+    settings: Settings,
+    data: _mnist1d.Dataset,
+    command: str,
+    wall_s: float,
+    cpu_s: float,
+    figure: str,
+) -> str:
+    num_train, num_val = trained_on(data), len(data.x_train) - trained_on(data)
+    out = ["## Replicas: DiLoCo against data parallelism (MNIST-1D)", ""]
+    out.append(
+        "Does `lookax.diloco` do what DiLoCo's paper (Douillard et al. 2023) claims: quality "
+        "close to synchronous data parallelism at a fraction of the communication? MNIST-1D "
+        f"generated offline by `mnist1d`'s `make_dataset` with {settings.num_samples:,} "
+        f"sequences: {num_train:,} training, {num_val:,} held out for validation, "
+        f"{len(data.x_test):,} test"
+        + (
+            " (more than the default 5,000, so that no method cycles through its data many "
+            "times: DiLoCo's setting, language-model pretraining, hardly repeats data)"
+            if settings.num_samples > 5000
+            else ""
+        )
+        + ". The 8,010-parameter CNN of `lookax._mnist1d`; "
+        f'{REPLICAS} replicas as a leading axis run by `jax.vmap(..., axis_name="replica")` on '
+        f"one CPU; global batch {GLOBAL_BATCH}, {settings.steps} steps, {settings.seeds} seeds "
+        "(paired: seed s gives every method the same initial weights and global batches). "
+        '**DiLoCo**: `lookax.diloco(lookax.adamw(lr), H, replica_axis="replica")`, outer '
+        f"Nesterov SGD 0.7 / 0.9, replica m on shard m ({GLOBAL_BATCH // REPLICAS} sequences) "
+        "of every global batch, no gradient averaging. **Data parallel**: AdamW with the "
+        "gradients `lax.pmean`-ed over the replicas every step (one model on the full batch). "
+        "**One replica alone**: replica 0 on shard 0 of every global batch for the same "
+        f"{settings.steps} steps, no communication: a quarter of the gradient evaluations, "
+        "what one worker of the four reaches by itself. **SlowMo** "
+        f"(`lookax.slowmo(lookax.adamw(lr), {SLOWMO_PERIOD})`, outer SGD 1.0, momentum 0.5) and "
+        f"**Lookahead** (`lookax.lookahead(lookax.adamw(lr), {LOOKAHEAD_K}, {LOOKAHEAD_ALPHA})`)"
+        " on one replica with the full batch. AdamW weight decay 1e-2. The inner learning rate "
+        "is chosen per row from {"
+        + ", ".join(f"{lr:g}" for lr in settings.learning_rates)
+        + "} by the mean validation accuracy over seeds"
+        + (
+            " (one value only: no choice)"
+            if len(settings.learning_rates) == 1
+            else ": around Adam's best on this model (1e-2 at batch 100 in `train_quality.py`), "
+            "one step lower because DiLoCo's outer Nesterov step amplifies the replicas' "
+            "progress, one step higher because Lookahead halves its step"
+        )
+        + ". DiLoCo, SlowMo and Lookahead are evaluated on their slow weights."
+    )
+    out.append("")
+    out.append(
+        f"*Test accuracy*: fraction correct on the {len(data.x_test):,} test sequences after "
+        "the last step, mean ± std over seeds. *Δ vs data parallel*: the per-seed difference "
+        "in percentage points, mean ± standard error. *Bytes all-reduced / step*: read from "
+        "the compiled HLO of each method's training step under `jax.shard_map` on a 4-device "
+        "CPU mesh: the operand bytes of every `all-reduce`, those inside a conditional branch "
+        "(DiLoCo's sync) divided by H; the payload each replica contributes, not the wire "
+        "traffic of a particular all-reduce algorithm. *All-reduces / step*: all-reduce "
+        "instructions in the step outside (inside) a conditional branch."
+    )
+    out.append("")
+    out += table(rows)
+    out.append("")
+    out.append(f"![test accuracy against bytes all-reduced per step]({figure})")
+    out.append("")
+    out += reading(rows, settings)
+    out.append("")
+    out.append(
+        f"Command: `{command}` ({wall_s:.0f} s wall, {cpu_s:.0f} s of CPU time, on "
+        f"{os.cpu_count()} shared CPU cores)."
+    )
+    out.append("")
+    return "\n".join(out)
+
+
+def plot(rows: list[Row], settings: Settings, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    diloco = [r for r in rows if r.method.kind == "diloco"]
+    dp = next(r for r in rows if r.method.kind == "data_parallel")
+    std = lambda r: r.test_acc.std(ddof=1) if len(r.test_acc) > 1 else 0.0  # noqa: E731
+    x = [r.bytes_per_step for r in diloco]
+    ax.errorbar(
+        x,
+        [r.test_acc.mean() for r in diloco],
+        yerr=[std(r) for r in diloco],
+        marker="o",
+        capsize=3,
+        color="C0",
+        label="DiLoCo (4 replicas)",
+    )
+    for r in diloco:
+        ax.annotate(
+            f"H={r.method.period}",
+            (r.bytes_per_step, r.test_acc.mean()),
+            textcoords="offset points",
+            xytext=(6, -12),
+            fontsize=8,
+        )
+    ax.errorbar(
+        [dp.bytes_per_step],
+        [dp.test_acc.mean()],
+        yerr=[std(dp)],
+        marker="s",
+        capsize=3,
+        color="C3",
+        label="data parallel (4 replicas, grads all-reduced)",
+    )
+    left, right = min(x) / 3, dp.bytes_per_step * 3
+    zero = [r for r in rows if r.bytes_per_step == 0]
+    for i, r in enumerate(zero):
+        mean, color = r.test_acc.mean(), f"C{i + 4}"
+        ax.axhline(mean, color=color, linestyle="--", linewidth=1)
+        ax.axhspan(mean - std(r), mean + std(r), color=color, alpha=0.12)
+        period = f", H={r.method.period}" if r.method.period else ""
+        ax.plot([], [], color=color, linestyle="--", label=f"{r.method.label}{period}: 0 bytes")
+    ax.set_xscale("log")
+    ticks = sorted({*x, dp.bytes_per_step})
+    ax.set_xticks(ticks, [f"{t:,.0f}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlim(left, right)
+    ax.set_xlabel("bytes all-reduced per step per replica (compiled HLO)")
+    ax.set_ylabel("test accuracy (fraction)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(
+        f"MNIST-1D, {settings.steps} steps, global batch {GLOBAL_BATCH}: "
+        f"mean ± std over {settings.seeds} seeds\n"
+        "dashed lines and bands: methods that all-reduce nothing",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------
+
+
+def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/replicas.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny run: 2 seeds, 40 steps, H in {2, 5}, one learning rate (1e-2)",
+    )
+    parser.add_argument("--seeds", type=int, help="seeds per configuration (full: 5)")
+    parser.add_argument("--steps", type=int, help="training steps per run (full: 1000)")
+    parser.add_argument(
+        "--out",
+        help=(
+            "directory for replicas.md and replicas.png (default: benchmarks/results/ and "
+            "benchmarks/)"
+        ),
+    )
+    args = parser.parse_args(argv)
+    steps = args.steps or (40 if args.quick else 800)
+    seeds = args.seeds or (2 if args.quick else 5)
+    if steps < 1 or seeds < 1:
+        parser.error("--steps and --seeds must be positive")
+    settings = Settings(
+        steps=steps,
+        seeds=seeds,
+        periods=(2, 5) if args.quick else (5, 20, 50, 200),
+        num_samples=2000 if args.quick else 25000,
+        learning_rates=(1e-2,) if args.quick else (1e-3, 3e-3, 1e-2, 3e-2),
+        quick=args.quick,
+    )
+    return args, settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, settings = _parse_args(argv)
+    shown = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["python", "benchmarks/replicas.py", *shown])
+    suffix = "_quick" if settings.quick else ""
+    if args.out:
+        md_path = os.path.join(args.out, f"replicas{suffix}.md")
+        png_path = os.path.join(args.out, f"replicas{suffix}.png")
+    else:
+        md_path = os.path.join(HERE, "results", f"replicas{suffix}.md")
+        png_path = os.path.join(HERE, f"replicas{suffix}.png")
+    os.makedirs(os.path.dirname(md_path), exist_ok=True)
+    os.makedirs(os.path.dirname(png_path), exist_ok=True)
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        # The HLO compiles need no data: they run beside the data generation and training.
+        measured = pool.submit(measure_bytes, settings)
+        data = _mnist1d.load_mnist1d(settings.num_samples)
+        print(
+            f"MNIST-1D: {settings.num_samples} sequences generated in "
+            f"{time.perf_counter() - start:.0f}s; {settings.steps} steps, global batch "
+            f"{GLOBAL_BATCH}, {settings.seeds} seeds, DiLoCo H in {list(settings.periods)}, "
+            f"inner lr in {list(settings.learning_rates)}",
+            flush=True,
+        )
+        print("training (each line: one compiled program):", flush=True)
+        seeds = make_seeds(settings, trained_on(data))
+        results: dict[str, dict[int | None, dict[str, np.ndarray]]] = {}
+        for kind in KINDS:
+            periods = list(dict.fromkeys(m.period for m in methods(settings) if m.kind == kind))
+            results[kind] = train_group(kind, periods, settings, data, seeds)
+        hlo, report = measured.result()
+    print("\n".join(report), flush=True)
+    rows = pick_rows(results, hlo, settings)
+    wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
+
+    figure = os.path.relpath(png_path, os.path.dirname(md_path))
+    plot(rows, settings, png_path)
+    text = markdown(rows, settings, data, command, wall_s, cpu_s, figure)
+    with open(md_path, "w") as f:
+        f.write(text)
+    print()
+    print(text)
+    print(f"wrote {md_path} and {png_path}")
+    print(
+        f"total run time: {time.perf_counter() - start:.0f}s "
+        f"({time.process_time() - cpu_start:.0f}s of CPU time in this process)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
