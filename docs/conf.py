@@ -166,7 +166,7 @@ def _stage() -> None:
     _mirror(
         ROOT / "benchmarks" / "results",
         DOCS / "benchmarks" / "results",
-        ("*.md", "*.png"),
+        ("*.md", "*.png", "*.txt"),
         orphan=True,
     )
     _write_if_changed(GENERATED / "lookahead_picture.png", _lookahead_figure())
