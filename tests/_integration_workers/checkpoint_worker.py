@@ -84,7 +84,13 @@ def leaves_by_path(tree) -> dict[str, np.ndarray]:
     return out
 
 
-def main() -> None:
+def restore_and_continue(make_training, lookahead_of, sync_period, total_steps, check=None):
+    """The worker's job, shared with outer_checkpoint_worker.py (argv: DIR STEPS_DONE OUT).
+
+    Restores the checkpoint into ``jax.eval_shape`` of the initial state, checks the
+    restored Lookahead counters and every leaf's type (and ``check(state)``), continues to
+    ``total_steps`` and writes every leaf's bits to OUT.
+    """
     checkpoint_dir, steps_done, out_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -101,17 +107,23 @@ def main() -> None:
     checkpointer.close()
 
     assert jax.tree.structure(state) == jax.tree.structure(abstract)
-    lookahead_state = state.opt_state[1]
+    lookahead_state = lookahead_of(state)
     assert isinstance(lookahead_state, lookax.LookaheadState), type(lookahead_state)
     assert int(state.step) == steps_done == int(lookahead_state.count)
-    assert int(lookahead_state.phase) == steps_done % SYNC_PERIOD
+    assert int(lookahead_state.phase) == steps_done % sync_period
     for leaf, target in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
         assert leaf.dtype == target.dtype and leaf.shape == target.shape
+    if check is not None:
+        check(state)
 
-    for _ in range(TOTAL_STEPS - steps_done):
+    for _ in range(total_steps - steps_done):
         state = step(state)
     np.savez(out_path, **leaves_by_path(state))
     print("restored and continued", flush=True)
+
+
+def main() -> None:
+    restore_and_continue(make_training, lambda state: state.opt_state[1], SYNC_PERIOD, TOTAL_STEPS)
 
 
 if __name__ == "__main__":

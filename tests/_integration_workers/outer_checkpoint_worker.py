@@ -15,9 +15,6 @@ bit.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 
 SYNC_PERIOD = 4
@@ -66,36 +63,21 @@ def outer_momentum(state) -> dict:
 
 
 def main() -> None:
-    checkpoint_dir, steps_done, out_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    from checkpoint_worker import restore_and_continue  # this script's directory is on sys.path
 
-    import jax
-    import orbax.checkpoint as ocp
-    from checkpoint_worker import leaves_by_path  # this script's directory is on sys.path
+    def outer_momentum_came_back(state) -> None:
+        import jax
 
-    import lookax
+        # The restored outer momentum is the one the sync before the checkpoint left.
+        assert any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(outer_momentum(state)))
 
-    init_state, step = make_training()
-    abstract = jax.eval_shape(init_state)
-    assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
-    checkpointer = ocp.StandardCheckpointer()
-    state = checkpointer.restore(checkpoint_dir, abstract)
-    checkpointer.close()
-
-    assert jax.tree.structure(state) == jax.tree.structure(abstract)
-    lookahead_state = state.opt_state
-    assert isinstance(lookahead_state, lookax.LookaheadState), type(lookahead_state)
-    assert int(state.step) == steps_done == int(lookahead_state.count)
-    assert int(lookahead_state.phase) == steps_done % SYNC_PERIOD
-    for leaf, target in zip(jax.tree.leaves(state), jax.tree.leaves(abstract), strict=True):
-        assert leaf.dtype == target.dtype and leaf.shape == target.shape
-    # The restored outer momentum is the one the sync before the checkpoint left.
-    assert any(np.any(np.asarray(leaf) != 0) for leaf in jax.tree.leaves(outer_momentum(state)))
-
-    for _ in range(TOTAL_STEPS - steps_done):
-        state = step(state)
-    np.savez(out_path, **leaves_by_path(state))
-    print("restored and continued", flush=True)
+    restore_and_continue(
+        make_training,
+        lambda state: state.opt_state,
+        SYNC_PERIOD,
+        TOTAL_STEPS,
+        check=outer_momentum_came_back,
+    )
 
 
 if __name__ == "__main__":
