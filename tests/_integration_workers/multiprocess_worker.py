@@ -23,6 +23,7 @@ device as the reference (the replicas under ``jax.vmap(axis_name="replica")``).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -189,17 +190,11 @@ def make_replica_step():
 
     one, _, _ = make_replica_problem()
     one_state = jax.tree.map(np.asarray, tx.init(jax.tree.map(jax.numpy.asarray, one)))
-    params_def = jax.tree.structure(one)
-    is_like = lambda node: (  # noqa: E731
-        isinstance(node, dict) and jax.tree.structure(node) == params_def
-    )
+    # the workers' directory: on sys.path as a script, not when the tests import this module
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _replica_state import stack_over_replicas
 
-    def stacked(node):
-        if not is_like(node):
-            return node
-        return {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in node.items()}
-
-    host_state = jax.tree.map(stacked, one_state, is_leaf=is_like)
+    host_state, is_like = stack_over_replicas(one_state, jax.tree.structure(one), NUM_REPLICAS)
     layout = jax.tree.map(
         lambda node: dict.fromkeys(node, "replica") if is_like(node) else "shared",
         one_state,

@@ -613,17 +613,11 @@ def replica_state(tx, one: dict):
     axis; every other leaf (counters) is shared: P() / in_axes None.
     """
     one_state = jax.tree.map(np.asarray, tx.init(jax.device_put(one, jax.devices()[0])))
-    params_def = jax.tree.structure(one)
-    is_like = lambda node: (  # noqa: E731
-        isinstance(node, dict) and jax.tree.structure(node) == params_def
-    )
+    # the workers' directory: on sys.path as a script, not when the tests import this module
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _replica_state import stack_over_replicas
 
-    def stacked(node):
-        if not is_like(node):
-            return node
-        return {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in node.items()}
-
-    host_state = jax.tree.map(stacked, one_state, is_leaf=is_like)
+    host_state, is_like = stack_over_replicas(one_state, jax.tree.structure(one), NUM_REPLICAS)
     specs = jax.tree.map(
         lambda node: dict(REPLICA_SPECS) if is_like(node) else P(), one_state, is_leaf=is_like
     )
