@@ -33,7 +33,8 @@ from lookax.optimizers import (
     rmsprop,
     sgd,
 )
-from lookax.replicas import diloco, slowmo
+from lookax.outer import OuterState, ReplicaHealth, replica_health
+from lookax.replicas import diloco, replica_axes, slowmo, stack_replicas
 from lookax.transforms import (
     AddDecoupledWeightDecayState,
     ScaleByAdagradState,
@@ -60,6 +61,8 @@ __all__ = [
     "AddDecoupledWeightDecayState",
     "InnerStateOnSync",
     "LookaheadState",
+    "OuterState",
+    "ReplicaHealth",
     "ScaleByAdagradState",
     "ScaleByAdamState",
     "ScaleByMomentumState",
@@ -78,6 +81,8 @@ __all__ = [
     "lookahead",
     "nadam",
     "radam",
+    "replica_axes",
+    "replica_health",
     "ranger",
     "rmsprop",
     "scale_by_adagrad",
@@ -88,4 +93,5 @@ __all__ = [
     "sgd",
     "slow_params",
     "slowmo",
+    "stack_replicas",
 ]

@@ -14,8 +14,11 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from lookax import outer as outer_path
+from lookax._jax_compat import vary_like
 from lookax._typing import gradient_transformation_extra_args, safe_increment
 from lookax._validation import (
     _state_dtype_for,
@@ -162,6 +165,10 @@ def lookahead(
     slow_dtype: Any = None,
     outer: optax.GradientTransformation | None = None,
     replica_axis: Any = None,
+    sync_delay: int = 0,
+    drop_nonfinite: bool | None = None,
+    communication_dtype: Any = None,
+    fragments: Any = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Lookahead: k steps forward with ``inner``, then one step back (or an outer step).
 
@@ -317,25 +324,51 @@ def lookahead(
         sync_period, slow_step_size, inner_state_on_sync, slow_dtype, outer, replica_axis
     )
     inner = optax.with_extra_args_support(inner)
-    interpolate = inner_state_on_sync == "interpolate"
-    write = _SlowWrite(outer is not None or replica_axis is not None, outer, replica_axis)
-
     alpha_at = functools.partial(_alpha_at, slow_step_size)
+    on_outer_path = outer is not None or replica_axis is not None
+    sync_delay, fragments = _check_outer_path_arguments(
+        on_outer_path, sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments
+    )
+    if on_outer_path:
+        if inner_state_on_sync == "interpolate":
+            raise ValueError(
+                "lookahead: inner_state_on_sync='interpolate' moves the inner state by plain "
+                "Lookahead's alpha; with outer= or replica_axis= use 'keep' or 'reset'"
+            )
+        if inner_state_on_sync == "reset" and fragments != 1:
+            raise ValueError(
+                f"lookahead: inner_state_on_sync='reset' with fragments={fragments!r}: the inner "
+                "state's counters (e.g. Adam's step count) are shared by every leaf, so a reset "
+                "of one fragment is undefined; use 'keep'"
+            )
+        path = outer_path.OuterPath(
+            inner=inner,
+            outer=outer,
+            alpha_at=alpha_at,
+            sync_period=sync_period,
+            replica_axis=replica_axis,
+            sync_delay=sync_delay,
+            drop_nonfinite=True if drop_nonfinite is None else drop_nonfinite,
+            communication_dtype=communication_dtype,
+            fragments=fragments,
+            reset_inner=inner_state_on_sync == "reset",
+            slow_dtype=slow_dtype,
+        )
+        return outer_path.outer_lookahead(
+            path, _copy_tree, _check_floating_params, _check_update_arguments, LookaheadState
+        )
+    interpolate = inner_state_on_sync == "interpolate"
 
     def init_fn(params: optax.Params) -> LookaheadState:
         _check_floating_params(params)
         inner_state = inner.init(params)
         slow = _copy_tree(params, slow_dtype)
-        outer_state = None
-        if write.at_sync:
-            outer_state = optax.EmptyState() if outer is None else outer.init(slow)
         return LookaheadState(
             count=jnp.zeros([], jnp.int32),
             phase=jnp.zeros([], jnp.int32),
             slow=slow,
             inner_state=inner_state,
             inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
-            outer_state=outer_state,
         )
 
     def update_fn(
@@ -346,19 +379,12 @@ def lookahead(
     ) -> tuple[optax.Updates, LookaheadState]:
         _check_update_arguments(updates, state, params)
         assert params is not None  # for type checkers: _check_update_arguments raised
-        _check_replica_axis(replica_axis)
-        state = _catch_up(state, params, inner, inner_state_on_sync, write, alpha_at)
+        state = _catch_up(state, params, inner, inner_state_on_sync, alpha_at)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         is_sync = state.phase + 1 >= sync_period
-        new_updates, slow, outer_state = _sync_updates(
-            write,
-            is_sync,
-            alpha_at(state.count),
-            params,
-            inner_updates,
-            state.slow,
-            state.outer_state,
-        )
+        alpha = alpha_at(state.count)
+        assert alpha is not None  # for type checkers: plain Lookahead has an alpha
+        new_updates, slow = _sync_updates(is_sync, alpha, params, inner_updates, state.slow)
         at_sync = state.inner_state_at_sync
         if interpolate:
             # An inner state whose types change on its first update (bf16 moments promoted
@@ -370,7 +396,6 @@ def lookahead(
             slow=slow,
             inner_state=inner_state,
             inner_state_at_sync=at_sync,
-            outer_state=outer_state,
         )
         return new_updates, new_state
 
@@ -391,7 +416,6 @@ def _catch_up(
     params: optax.Params,
     inner: optax.GradientTransformationExtraArgs,
     inner_state_on_sync: str,
-    write: _SlowWrite,
     alpha_at: Callable[[jax.Array], jax.Array | None],
 ) -> LookaheadState:
     """The deferred half of the previous call's sync (an identity otherwise).
@@ -403,7 +427,7 @@ def _catch_up(
 
     def after_sync(operands: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any]:
         params, slow, inner_state, at_sync = operands
-        slow = jax.tree.map(lambda p, s: s if write.is_eager(p, s) else p, params, slow)
+        slow = jax.tree.map(lambda p, s: p if _is_deferred(p, s) else s, params, slow)
         if inner_state_on_sync == "reset":
             inner_state = _reset_like(inner.init(params), inner_state)
         elif interpolate:
@@ -419,7 +443,7 @@ def _catch_up(
     if inner_state_on_sync == "keep":
         # Only what the copy changes crosses the cond: params and slow weights.
         pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True)
-        if all(write.is_eager(p, s) for p, s in pairs):
+        if not any(_is_deferred(p, s) for p, s in pairs):
             return state
         slow, _, _ = jax.lax.cond(
             _sync_pending(state), after_sync, lambda ops: ops[1:], (params, state.slow, (), ())
@@ -512,106 +536,122 @@ def _check_lookahead_arguments(
     return slow_step_size, _validate_state_dtype("slow_dtype", slow_dtype)
 
 
-def _check_replica_axis(replica_axis: Any) -> None:
-    """A clear error, at trace time, when ``replica_axis`` is not a mapped axis here."""
-    if replica_axis is None:
-        return
-    try:
-        jax.lax.psum(1, replica_axis)  # the axis size, known while tracing: no collective
-    except NameError as error:
-        raise ValueError(
-            f"lookahead: replica_axis={replica_axis!r} is not a mapped axis where update() is "
-            "traced; call it inside jax.shard_map over a mesh axis of that name or inside "
-            f"jax.vmap(..., axis_name={replica_axis!r})"
-        ) from error
+def _check_outer_path_arguments(
+    on_outer_path: bool,
+    sync_period: Any,
+    sync_delay: Any,
+    drop_nonfinite: Any,
+    communication_dtype: Any,
+    fragments: Any,
+) -> tuple[int, Any]:
+    """The outer path's options: valid values, and only where there is an outer path.
 
-
-class _SlowWrite(NamedTuple):
-    """How a sync writes the slow weights (static, fixed at construction).
-
-    ``at_sync`` is False for plain Lookahead: same-dtype leaves are written one
-    call late (deferred). It is True with an outer optimizer or replicas, whose
-    sync needs the fast weights during the sync call.
+    ``optax.inject_hyperparams`` passes every numeric argument, defaults included,
+    as an array, traced under ``jit``: plain Lookahead ignores a traced
+    ``sync_delay`` or ``fragments``; the outer path needs them static.
     """
-
-    at_sync: bool
-    outer: optax.GradientTransformation | None
-    replica_axis: Any
-
-    def is_eager(self, param: Any, slow: Any) -> bool:
-        return self.at_sync or not _is_deferred(param, slow)
-
-    def new_slow(
-        self, fast: list[Any], slow: list[Any], outer_state: Any, alpha: Any, treedef: Any
-    ) -> tuple[list[Any], Any]:
-        """The slow weights after a sync (replica-invariant), and the outer state."""
-        delta = [s - f.astype(s.dtype) for f, s in zip(fast, slow, strict=True)]
-        if self.replica_axis is not None:
-            delta = jax.lax.pmean(delta, self.replica_axis)  # the only collective
-        if self.outer is None:
-            return [s - alpha.astype(s.dtype) * d for s, d in zip(slow, delta, strict=True)], (
-                outer_state
-            )
-        slow_tree = jax.tree.unflatten(treedef, slow)
-        outer_updates, outer_state = self.outer.update(
-            jax.tree.unflatten(treedef, delta), outer_state, slow_tree
+    sync_delay = _static_int("sync_delay", sync_delay, on_outer_path)
+    fragments = _static_int("fragments", fragments, on_outer_path)
+    if sync_delay is None:  # traced, on plain Lookahead
+        sync_delay, fragments = 0, 1
+    if isinstance(sync_delay, bool) or sync_delay not in (0, 1):
+        raise ValueError(f"lookahead: sync_delay must be 0 or 1, got {sync_delay!r}")
+    if drop_nonfinite is not None and not isinstance(drop_nonfinite, bool):
+        raise ValueError(
+            f"lookahead: drop_nonfinite must be None or a bool, got {drop_nonfinite!r}"
         )
-        return jax.tree.leaves(optax.apply_updates(slow_tree, outer_updates)), outer_state
+    if communication_dtype is not None:
+        try:
+            is_float = jnp.issubdtype(jnp.dtype(communication_dtype), jnp.floating)
+        except TypeError:
+            is_float = False
+        if not is_float:
+            raise ValueError(
+                "lookahead: communication_dtype must be a floating dtype (e.g. jnp.bfloat16) "
+                f"or None, got {communication_dtype!r}"
+            )
+    if isinstance(fragments, bool) or (isinstance(fragments, int) and fragments < 1):
+        raise ValueError(
+            f"lookahead: fragments must be an int >= 1, a tree of fragment ids or a callable, "
+            f"got {fragments!r}"
+        )
+    if isinstance(fragments, int):
+        outer_path.check_period_divisible(sync_period, fragments)
+    if on_outer_path:
+        return sync_delay, fragments
+    given = {
+        "sync_delay": (sync_delay, 0),
+        "drop_nonfinite": (drop_nonfinite, None),
+        "communication_dtype": (communication_dtype, None),
+        "fragments": (fragments, 1),
+    }
+    for name, (value, default) in given.items():
+        if value is not default and not (isinstance(value, int) and value == default):
+            raise ValueError(
+                f"lookahead: {name}={value!r} applies to the outer path only (pass outer= or "
+                "replica_axis=); plain Lookahead already makes its slow step at the price of "
+                "the inner step"
+            )
+    return sync_delay, fragments
+
+
+def _static_int(name: str, value: Any, on_outer_path: bool) -> Any:
+    """A concrete integer scalar as a Python int; a traced one as None (plain path only)."""
+    if not isinstance(value, jax.Array | np.ndarray | np.generic):
+        return value
+    if isinstance(value, jax.core.Tracer):
+        if on_outer_path:
+            raise ValueError(
+                f"lookahead: {name} is traced, but the outer path needs it static; under "
+                f"optax.inject_hyperparams pass static_args=({name!r}, ...)"
+            )
+        return None
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.integer):
+        raise ValueError(f"lookahead: {name} must be an integer, got {value!r}")
+    return int(value)
 
 
 def _sync_updates(
-    write: _SlowWrite,
-    is_sync: jax.Array,
-    alpha: Any,
-    params: Any,
-    inner_updates: Any,
-    slow: Any,
-    outer_state: Any,
-) -> tuple[Any, Any, Any]:
-    """The returned updates ``where(is_sync, d, u)``, the slow weights and outer state after.
+    is_sync: jax.Array, alpha: jax.Array, params: Any, inner_updates: Any, slow: Any
+) -> tuple[Any, Any]:
+    """The returned updates ``where(is_sync, d, u)``, and the slow weights after.
 
-    Deferred leaves read the slow weights and leave them as they are. Eager leaves
-    (a wide slow dtype, an outer optimizer, replicas) get their new slow weights
-    from a ``lax.cond`` that takes the inner updates, and the updates toward them.
+    Deferred leaves read the slow weights and leave them as they are. Leaves with a
+    wider slow dtype get their new slow weights from a ``lax.cond`` that takes the
+    inner updates, and the updates toward them.
     """
     treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p_leaves, treedef = jax.tree.flatten(params)
     u_leaves = treedef.flatten_up_to(inner_updates)
     s_leaves = list(treedef.flatten_up_to(slow))
-    pairs = zip(p_leaves, s_leaves, strict=True)
-    eager = [i for i, (p, s) in enumerate(pairs) if write.is_eager(p, s)]
+    eager = [
+        i for i, (p, s) in enumerate(zip(p_leaves, s_leaves, strict=True)) if not _is_deferred(p, s)
+    ]
     if eager:
 
-        def pick(leaves: list[Any]) -> list[Any]:
-            return [leaves[i] for i in eager]
-
-        def sync_now(operands: tuple[list[Any], list[Any], list[Any], Any]) -> Any:
-            p, u, s, state = operands
-            fast = [pi + ui for pi, ui in zip(p, u, strict=True)]
-            new, new_state = write.new_slow(fast, s, state, alpha, treedef)
+        def sync_now(operands: tuple[list[Any], list[Any], list[Any]]) -> list[Any]:
+            p, u, s = operands
+            new = [_target(alpha, pi, ui, si) for pi, ui, si in zip(p, u, s, strict=True)]
             # Inside shard_map the branches must agree on which mesh axes values vary over.
-            return _vary_like((new, new_state), (s, state))
+            return list(vary_like(new, s))
 
-        new_eager, outer_state = jax.lax.cond(
+        new_eager = jax.lax.cond(
             is_sync,
             sync_now,
-            lambda operands: (operands[2], operands[3]),
-            (pick(p_leaves), pick(u_leaves), pick(s_leaves), outer_state),
+            lambda operands: operands[2],
+            tuple([leaves[i] for i in eager] for leaves in (p_leaves, u_leaves, s_leaves)),
         )
         for i, new in zip(eager, new_eager, strict=True):
             s_leaves[i] = new
+    eager_set = set(eager)
     out = []
     for i, (p, u, s) in enumerate(zip(p_leaves, u_leaves, s_leaves, strict=True)):
-        target = s if i in eager else _target(alpha, p, u, s)
+        target = s if i in eager_set else _target(alpha, p, u, s)
         # In the inner update's dtype, which can be wider than the params' (float32
         # hyperparameters injected over bf16 params); the widening is exact.
         toward_target = (target - p).astype(p.dtype).astype(u.dtype)
         out.append(jnp.where(is_sync, toward_target, u))
-    return (
-        jax.tree.unflatten(treedef, out),
-        jax.tree.unflatten(treedef, s_leaves),
-        outer_state,
-    )
+    return jax.tree.unflatten(treedef, out), jax.tree.unflatten(treedef, s_leaves)
 
 
 def _target(alpha: jax.Array, param: Any, update: Any, slow: jax.Array) -> jax.Array:
@@ -631,35 +671,9 @@ def _reset_like(fresh: Any, current: Any) -> Any:
     """
 
     def like(new: Any, old: Any) -> Any:
-        return _vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
+        return vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
 
     return jax.tree.map(like, fresh, current)
-
-
-def _varying_axes(x: Any) -> frozenset[Any]:
-    """The manual mesh axes ``x`` varies over inside ``shard_map`` (else empty)."""
-    aval = jax.typeof(x)
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
-    if manual is not None:
-        return frozenset(manual.varying)
-    return frozenset(getattr(aval, "vma", ()))  # older jax
-
-
-def _vary_like(x: Any, like: Any) -> Any:
-    """``x`` (a tree) cast to vary over every mesh axis its twin leaf in ``like`` varies over."""
-    return jax.tree.map(_vary_leaf_like, x, like)
-
-
-def _vary_leaf_like(x: jax.Array, like: Any) -> jax.Array:
-    missing = tuple(sorted(_varying_axes(like) - _varying_axes(x)))
-    if not missing:
-        return x
-    varied: jax.Array
-    if hasattr(jax.lax, "pcast"):
-        varied = jax.lax.pcast(x, missing, to="varying")
-    else:
-        varied = getattr(jax.lax, "pvary")(x, missing)  # noqa: B009  (older jax; gone in 0.10)
-    return varied
 
 
 def init_from_inner(

@@ -14,14 +14,97 @@ the papers' defaults:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from lookax.lookahead import InnerStateOnSync, lookahead
+from lookax.lookahead import LookaheadState, lookahead
 from lookax.optimizers import sgd
 
-__all__ = ["diloco", "slowmo"]
+__all__ = ["diloco", "replica_axes", "slowmo", "stack_replicas"]
+
+
+def _map_replica_leaves(
+    tree: Any, stacked: Callable[[Any], Any], shared: Callable[[Any], Any]
+) -> Any:
+    """``shared`` on Lookahead's counters (any nesting depth), ``stacked`` on the other leaves."""
+
+    def visit(node: Any) -> Any:
+        if not isinstance(node, LookaheadState):
+            return jax.tree.map(stacked, node)
+        return LookaheadState(
+            count=shared(node.count),
+            phase=shared(node.phase),
+            slow=walk(node.slow),
+            inner_state=walk(node.inner_state),
+            inner_state_at_sync=walk(node.inner_state_at_sync),
+            outer_state=walk(node.outer_state),
+        )
+
+    def walk(node: Any) -> Any:
+        return jax.tree.map(visit, node, is_leaf=lambda x: isinstance(x, LookaheadState))
+
+    return walk(tree)
+
+
+def replica_axes(tree: Any, stacked: Any = 0, shared: Any = None) -> Any:
+    """The ``in_axes`` (or ``PartitionSpec``) tree of a replicated state or params tree.
+
+    Replicas hold their own params and optimizer state, as a leading replica axis
+    on every leaf, except Lookahead's counters (``count`` and ``phase`` of every
+    :class:`lookax.LookaheadState`, at any nesting depth: inside ``optax.chain``,
+    ``optax.masked``, a nested Lookahead), which every replica shares: they decide
+    the sync, so they must be replica-invariant for the sync to stay one
+    ``lax.cond`` (batched counters under ``jax.vmap`` turn it into a select that
+    runs both branches, and all-reduces, every step). Inner counters (Adam's
+    step) are stacked like everything else: equal on every replica.
+
+    Args:
+      tree: an optimizer state (or params, or any tree containing them).
+      stacked: what to put for a stacked leaf: ``0`` for ``jax.vmap``'s
+        ``in_axes``/``out_axes``, ``P("replica")`` for ``jax.shard_map``.
+      shared: what to put for Lookahead's counters: ``None`` for ``vmap``,
+        ``P()`` for ``shard_map``.
+
+    Returns:
+      A tree with ``tree``'s structure holding ``stacked`` or ``shared`` per leaf.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax, lookax
+      >>> tx = optax.chain(optax.clip(1.0), lookax.diloco(optax.adam(1e-3), 4, replica_axis="r"))
+      >>> state = lookax.stack_replicas(tx.init(jnp.zeros(3)), 2)
+      >>> axes = lookax.replica_axes(state)
+      >>> def step(p, s, g):
+      ...     u, s = tx.update(g, s, p)
+      ...     return optax.apply_updates(p, u), s
+      >>> run = jax.vmap(step, in_axes=(0, axes, 0), out_axes=(0, axes), axis_name="r")
+      >>> params, state = run(jnp.zeros((2, 3)), state, jnp.ones((2, 3)))
+    """
+    return _map_replica_leaves(tree, lambda _: stacked, lambda _: shared)
+
+
+def stack_replicas(tree: Any, num_replicas: int) -> Any:
+    """``tree`` (one replica's params or optimizer state) copied onto every replica.
+
+    Every leaf gets a leading axis of size ``num_replicas`` (a broadcast: all
+    replicas start identical, as they must), except Lookahead's counters, which
+    the replicas share (see :func:`replica_axes`).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, lookax
+      >>> tx = lookax.diloco(optax.adam(1e-3), 4, replica_axis="r")
+      >>> state = lookax.stack_replicas(tx.init({"w": jnp.zeros(3)}), 4)
+      >>> state.slow["w"].shape, state.count.shape
+      ((4, 3), ())
+    """
+
+    def stack(x: Any) -> jax.Array:
+        return jnp.broadcast_to(x, (num_replicas, *jnp.shape(x)))
+
+    return _map_replica_leaves(tree, stack, lambda x: x)
 
 
 def diloco(
@@ -31,7 +114,11 @@ def diloco(
     outer_momentum: float = 0.9,
     *,
     replica_axis: Any = None,
-    inner_state_on_sync: InnerStateOnSync = "keep",
+    inner_state_on_sync: Literal["keep", "reset"] = "keep",
+    sync_delay: int = 0,
+    drop_nonfinite: bool | None = None,
+    communication_dtype: Any = None,
+    fragments: Any = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""DiLoCo: replicas train apart for H steps, then one outer Nesterov step.
 
@@ -89,6 +176,10 @@ def diloco(
         outer=outer,
         replica_axis=replica_axis,
         inner_state_on_sync=inner_state_on_sync,
+        sync_delay=sync_delay,
+        drop_nonfinite=drop_nonfinite,
+        communication_dtype=communication_dtype,
+        fragments=fragments,
     )
 
 
@@ -99,7 +190,11 @@ def slowmo(
     outer_momentum: float = 0.5,
     *,
     replica_axis: Any = None,
-    inner_state_on_sync: InnerStateOnSync = "keep",
+    inner_state_on_sync: Literal["keep", "reset"] = "keep",
+    sync_delay: int = 0,
+    drop_nonfinite: bool | None = None,
+    communication_dtype: Any = None,
+    fragments: Any = 1,
 ) -> optax.GradientTransformationExtraArgs:
     r"""SlowMo: slow momentum on the averaged pseudo-gradient of every k steps.
 
@@ -154,4 +249,8 @@ def slowmo(
         outer=outer,
         replica_axis=replica_axis,
         inner_state_on_sync=inner_state_on_sync,
+        sync_delay=sync_delay,
+        drop_nonfinite=drop_nonfinite,
+        communication_dtype=communication_dtype,
+        fragments=fragments,
     )

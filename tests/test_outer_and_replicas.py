@@ -184,7 +184,7 @@ def test_outer_state_changes_only_at_a_sync():
     for _ in range(6):
         updates, state = tx.update(jnp.ones(2), state, params)
         params = optax.apply_updates(params, updates)
-        traces.append(np.asarray(state.outer_state[1].trace))
+        traces.append(np.asarray(state.outer_state.per_fragment[0][1].trace))
     np.testing.assert_array_equal(traces[0], 0.0)
     np.testing.assert_array_equal(traces[1], traces[0])
     assert not np.array_equal(traces[2], traces[1])  # the sync after step 3

@@ -1,0 +1,604 @@
+"""Lookahead's outer path: an outer optimizer, replicas, faults, fewer bits, fragments.
+
+Plain Lookahead (``lookax/lookahead.py``) moves the slow weights by
+``alpha * (fast - slow)``: one SGD step of size alpha on the pseudo-gradient
+``delta = slow - fast``. ``lookax.lookahead(..., outer=tx)`` or ``replica_axis=name``
+builds the transformation of this module instead, which generalizes that step:
+
+- ``outer``: any optax transformation makes the slow step (SlowMo, DiLoCo);
+- ``replica_axis``: the replicas of a mapped axis average ``delta`` with one
+  all-reduce inside the sync branch;
+- ``sync_delay=1``: the outer step overlapped with the next inner step, so the
+  inner updates never cross a ``lax.cond`` (the price of plain Lookahead);
+- ``drop_nonfinite``: a replica whose ``delta`` is not finite is left out of the
+  average and counted in :class:`OuterState`;
+- ``communication_dtype``: ``delta`` is all-reduced in that dtype;
+- ``fragments``: the params sync in F groups at staggered calls (Streaming DiLoCo),
+  each with its own outer state, all-reduce and conditional branch.
+
+How one ``update`` call runs, in order: the due fragments' outer steps (with
+``sync_delay=1``: the fragments whose sync was the previous call), the inner state
+reset of replicas that were left out (or of every replica with
+``inner_state_on_sync='reset'``), the inner update, the due fragments' outer
+steps (``sync_delay=0``: the fragments that sync at this call), and the returned
+updates, a select per leaf that XLA fuses into ``optax.apply_updates``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lookax._jax_compat import vary_like, varying_axes
+from lookax._typing import gradient_transformation_extra_args, safe_increment
+
+__all__ = ["OuterState", "ReplicaHealth", "replica_health"]
+
+
+class OuterState(NamedTuple):
+    """The outer path's part of a :class:`lookax.LookaheadState` (its ``outer_state``).
+
+    Attributes:
+      per_fragment: the outer optimizer's state of each fragment (one entry
+        without fragments); ``optax.EmptyState()`` where Lookahead's own
+        ``alpha`` step is the outer step.
+      dropped: int32, per replica: the outer steps (fragment syncs) this
+        replica's non-finite pseudo-gradient was left out of.
+      left_out: bool, per replica: whether the last outer step left it out.
+      diverged: int32: the outer steps at which the replicas' slow weights
+        disagreed before the step (replicas started from different params).
+    """
+
+    per_fragment: tuple[optax.OptState, ...]
+    dropped: jax.Array
+    left_out: jax.Array
+    diverged: jax.Array
+
+
+class ReplicaHealth(NamedTuple):
+    """What :func:`replica_health` reads from an optimizer state (see :class:`OuterState`)."""
+
+    dropped: jax.Array
+    left_out: jax.Array
+    diverged: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class OuterPath:
+    """The static choices of the outer path, fixed at construction."""
+
+    inner: optax.GradientTransformationExtraArgs
+    outer: optax.GradientTransformation | None
+    alpha_at: Callable[[jax.Array], jax.Array | None]
+    sync_period: Any
+    replica_axis: Any
+    sync_delay: int
+    drop_nonfinite: bool
+    communication_dtype: Any
+    fragments: Any
+    reset_inner: bool
+    slow_dtype: Any
+
+
+def outer_lookahead(
+    path: OuterPath,
+    copy_tree: Callable[[Any, Any], Any],
+    check_floating_params: Callable[[Any], None],
+    check_update_arguments: Callable[[Any, Any, Any], None],
+    state_type: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """The transformation ``lookax.lookahead`` returns on the outer path."""
+
+    def init_fn(params: optax.Params) -> Any:
+        check_floating_params(params)
+        plan = FragmentPlan.of(path.fragments, params, path.sync_period)
+        slow = copy_tree(params, path.slow_dtype)
+        slow_leaves = jax.tree.leaves(slow)
+        per_fragment = tuple(
+            optax.EmptyState() if path.outer is None else path.outer.init(plan.tree(i, slow_leaves))
+            for i in range(plan.count)
+        )
+        # A fresh buffer per counter: a training step may donate the whole state.
+        zero = lambda dtype=jnp.int32: jnp.zeros([], dtype)  # noqa: E731
+        return state_type(
+            count=zero(),
+            phase=zero(),
+            slow=slow,
+            inner_state=path.inner.init(params),
+            outer_state=OuterState(per_fragment, zero(), zero(jnp.bool_), zero()),
+        )
+
+    def update_fn(
+        updates: optax.Updates, state: Any, params: optax.Params | None = None, **extra_args: Any
+    ) -> tuple[optax.Updates, Any]:
+        check_update_arguments(updates, state, params)
+        check_replica_axis(path.replica_axis)
+        plan = FragmentPlan.of(path.fragments, params, path.sync_period)
+        clock = Clock.of(state, path.sync_period, plan.count)
+        if path.sync_delay == 1:
+            return _overlapped_update(path, plan, clock, updates, state, params, extra_args)
+        return _exact_update(path, plan, clock, updates, state, params, extra_args)
+
+    return gradient_transformation_extra_args(init_fn, update_fn)
+
+
+def _exact_update(
+    path: OuterPath,
+    plan: FragmentPlan,
+    clock: Clock,
+    grads: Any,
+    state: Any,
+    params: Any,
+    extra: Any,
+) -> tuple[Any, Any]:
+    """``sync_delay=0``: a fragment's outer step at its sync call, on ``params + u``."""
+    inner_state = _reset_left_out(path, clock, state.outer_state.left_out, state, params)
+    u, inner_state = path.inner.update(grads, inner_state, params, **extra)
+    p, treedef = jax.tree.flatten(params)
+    slow, outer_state, updates = _outer_steps(
+        path, plan, clock.sync, (p, treedef.flatten_up_to(u)), state, path.alpha_at(state.count)
+    )
+    new_state = clock.advance(state, treedef.unflatten(slow), inner_state, outer_state)
+    return treedef.unflatten(updates), new_state
+
+
+def _overlapped_update(
+    path: OuterPath,
+    plan: FragmentPlan,
+    clock: Clock,
+    grads: Any,
+    state: Any,
+    params: Any,
+    extra: Any,
+) -> tuple[Any, Any]:
+    """``sync_delay=1``: a fragment's outer step at the call after its sync, on the params.
+
+    The sync call returns the inner updates (the params become the fast weights);
+    the pending call takes the outer step in a ``lax.cond`` that sees only the
+    params, the slow weights and the outer state, and returns ``u + (slow' - params)``.
+    """
+    p, treedef = jax.tree.flatten(params)
+    slow, outer_state, _ = _outer_steps(
+        path, plan, clock.pending, (p,), state, path.alpha_at(state.count - 1)
+    )
+    state = state._replace(slow=treedef.unflatten(slow), outer_state=outer_state)
+    inner_state = _reset_left_out(path, clock, outer_state.left_out, state, params)
+    u, inner_state = path.inner.update(grads, inner_state, params, **extra)
+    u_leaves = treedef.flatten_up_to(u)
+    out = [
+        jnp.where(clock.pending[plan.ids[j]], uj + _toward(s, pj, uj), uj)
+        for j, (pj, uj, s) in enumerate(zip(p, u_leaves, slow, strict=True))
+    ]
+    return jax.tree.unflatten(treedef, out), clock.advance(
+        state, state.slow, inner_state, outer_state
+    )
+
+
+def _toward(slow: jax.Array, param: jax.Array, update: jax.Array) -> jax.Array:
+    """``slow - param`` in the params' dtype, then the update's (which may be wider)."""
+    return (slow - param.astype(slow.dtype)).astype(param.dtype).astype(update.dtype)
+
+
+# --- The clock: which fragment syncs, and which one is pending, at this call -------------
+
+
+class Clock(NamedTuple):
+    """Per fragment, whether this call is its sync and whether it is the call after it.
+
+    Calls ``c = 1, 2, ...`` (``c = count + 1``, ``phase = (c - 1) % H``): fragment
+    ``i`` of F syncs when ``c % H == (i + 1) * H // F % H``, i.e. when ``phase ==
+    (i + 1) * H // F - 1``; fragment F-1 syncs at H, 2H, ... as the whole model does.
+    """
+
+    sync: list[jax.Array]
+    pending: list[jax.Array]
+    period: Any
+
+    @classmethod
+    def of(cls, state: Any, sync_period: Any, fragments: int) -> Clock:
+        phase, count = jnp.asarray(state.phase), jnp.asarray(state.count)
+        sync, pending = [], []
+        for i in range(fragments):
+            sync_phase = (i + 1) * jnp.asarray(sync_period) // fragments - 1
+            last = i == fragments - 1
+            sync.append(phase + 1 >= sync_period if last else phase == sync_phase)
+            after = jnp.where(sync_phase + 1 >= sync_period, 0, sync_phase + 1)
+            pending.append((phase == after) & (count > 0))
+        return cls(sync, pending, sync_period)
+
+    def advance(self, state: Any, slow: Any, inner_state: Any, outer_state: OuterState) -> Any:
+        is_last = jnp.asarray(state.phase) + 1 >= self.period
+        return state._replace(
+            count=safe_increment(jnp.asarray(state.count)),
+            phase=jnp.where(is_last, 0, jnp.asarray(state.phase) + 1).astype(jnp.int32),
+            slow=slow,
+            inner_state=inner_state,
+            outer_state=outer_state,
+        )
+
+
+# --- Fragments ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentPlan:
+    """Which fragment each params leaf (in ``jax.tree.leaves`` order) belongs to."""
+
+    ids: tuple[int, ...]
+    count: int
+    treedef: Any
+
+    @classmethod
+    def of(cls, fragments: Any, params: Any, sync_period: Any) -> FragmentPlan:
+        leaves, treedef = jax.tree.flatten(params)
+        if isinstance(fragments, int):
+            ids = _contiguous_fragments(fragments, [jnp.size(x) for x in leaves])
+        else:
+            ids = _fragment_ids_from_tree(fragments, params)
+        count = max(ids, default=0) + 1
+        check_period_divisible(sync_period, count)
+        return cls(tuple(ids), count, treedef)
+
+    def members(self, i: int) -> list[int]:
+        return [j for j, f in enumerate(self.ids) if f == i]
+
+    def tree(self, i: int, leaves: Sequence[Any], only: bool = False) -> Any:
+        """Fragment ``i``'s leaves in the params' structure, ``optax.MaskedNode`` elsewhere.
+
+        ``leaves`` are every leaf (``only=False``) or fragment ``i``'s alone (``only=True``).
+        """
+        if self.count == 1:
+            return self.treedef.unflatten(list(leaves))
+        members = iter(leaves) if only else None
+        full = []
+        for j, f in enumerate(self.ids):
+            if f != i:
+                full.append(optax.MaskedNode())
+            else:
+                full.append(next(members) if members is not None else leaves[j])
+        return self.treedef.unflatten(full)
+
+
+def _contiguous_fragments(fragments: int, sizes: list[int]) -> list[int]:
+    """F contiguous groups of leaves of about equal element count, none empty.
+
+    A leaf goes to the fragment its midpoint falls in: leaf j, after ``before_j``
+    elements, has midpoint ``before_j + size_j / 2`` and goes to fragment
+    ``floor(F * midpoint / total)``; then each boundary moves just enough that every
+    fragment keeps at least one leaf.
+    """
+    if fragments > len(sizes):
+        raise ValueError(
+            f"lookahead: fragments={fragments} needs at least {fragments} params leaves "
+            f"(one per fragment), the params have {len(sizes)}"
+        )
+    total = max(sum(sizes), 1)
+    ids, before = [], 0
+    for size in sizes:
+        ids.append(min(fragments - 1, int(fragments * (before + size / 2) // total)))
+        before += size
+    # Each fragment i starts at the first leaf of id >= i, clamped so that fragment i
+    # starts after fragment i-1 and leaves a leaf for every later fragment.
+    starts = [0]
+    for i in range(1, fragments):
+        natural = next((j for j, f in enumerate(ids) if f >= i), len(ids))
+        starts.append(min(max(natural, starts[-1] + 1), len(ids) - (fragments - i)))
+    out = []
+    for i in range(fragments):
+        end = starts[i + 1] if i + 1 < fragments else len(ids)
+        out += [i] * (end - starts[i])
+    return out
+
+
+def _fragment_ids_from_tree(fragments: Any, params: Any) -> list[int]:
+    """Leaf ids from a tree of ints with the params' structure or a prefix of it."""
+    tree = fragments(params) if callable(fragments) else fragments
+    try:
+        full = jax.tree.map(lambda i, sub: jax.tree.map(lambda _: i, sub), tree, params)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "lookahead: fragments must be an int, or a tree of fragment ids with the params' "
+            f"structure (or a prefix of it), or a callable returning one; got {tree!r} for "
+            f"params of structure {jax.tree.structure(params)}"
+        ) from error
+    ids = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(full):
+        if isinstance(leaf, bool) or not isinstance(leaf, int) or leaf < 0:
+            raise ValueError(
+                f"lookahead: fragments{jax.tree_util.keystr(path)} must be an int >= 0 "
+                f"(a fragment id), got {leaf!r}"
+            )
+        ids.append(leaf)
+    missing = sorted(set(range(max(ids, default=0) + 1)) - set(ids))
+    if missing:
+        raise ValueError(
+            f"lookahead: fragments uses ids up to {max(ids)} but not {missing}; the ids "
+            "must be 0 .. F-1, each used by at least one leaf"
+        )
+    return ids
+
+
+def check_period_divisible(sync_period: Any, fragments: int) -> None:
+    """``sync_period`` divisible by the number of fragments (when both are concrete)."""
+    if fragments == 1 or isinstance(sync_period, jax.core.Tracer):
+        return
+    if int(sync_period) % fragments:
+        raise ValueError(
+            f"lookahead: sync_period={int(sync_period)} must be divisible by the number of "
+            f"fragments ({fragments}), so the fragments sync evenly spread over each period"
+        )
+
+
+# --- The outer steps ---------------------------------------------------------------------
+
+
+def _outer_steps(
+    path: OuterPath,
+    plan: FragmentPlan,
+    due: list[jax.Array],
+    fast_parts: tuple[list[Any], ...],
+    state: Any,
+    alpha: jax.Array | None,
+) -> tuple[list[Any], OuterState, list[Any] | None]:
+    """Each fragment's outer step, in its own ``lax.cond`` on ``due[i]``.
+
+    ``fast_parts`` add up to the fast weights: ``(params,)`` (the overlapped step)
+    or ``(params, u)`` (the exact step). Only the fragment's leaves, its outer
+    state and scalar counters cross its cond. The exact step's cond also returns
+    the fragment's updates (``slow' - params`` at its sync, ``u`` otherwise), so
+    the updates are written next to the new slow weights.
+
+    Returns:
+      The slow weights' leaves, the outer state, and the updates' leaves (exact
+      step) or None.
+    """
+    slow = list(jax.tree.leaves(state.slow))
+    outer_state: OuterState = state.outer_state
+    per_fragment = list(outer_state.per_fragment)
+    health = (outer_state.dropped, outer_state.left_out, outer_state.diverged)
+    updates = list(fast_parts[1]) if len(fast_parts) == 2 else None
+    for i in range(plan.count):
+        members = plan.members(i)
+        operands = (
+            tuple([part[j] for j in members] for part in fast_parts),
+            [slow[j] for j in members],
+            per_fragment[i],
+            health,
+        )
+        new_slow, per_fragment[i], health, *landing = jax.lax.cond(
+            due[i],
+            _FragmentStep(path, plan, i, alpha),
+            lambda ops: (*ops[1:], *ops[0][1:]),  # the exact step: u
+            operands,
+        )
+        for k, j in enumerate(members):
+            slow[j] = new_slow[k]
+            if updates is not None:
+                updates[j] = landing[0][k]
+    return slow, OuterState(tuple(per_fragment), *health), updates
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FragmentStep:
+    """The sync branch of fragment ``index``: check the replicas, average, one outer step."""
+
+    path: OuterPath
+    plan: FragmentPlan
+    index: int
+    alpha: jax.Array | None
+
+    def __call__(self, operands: Any) -> Any:
+        fast_parts, slow, outer_state, (dropped, _, diverged) = operands
+        ok = self._finite(self._delta(fast_parts, slow))
+        contributors = self._contributors(ok)
+        step_operands = (fast_parts, slow, outer_state, ok, contributors)
+        if self.path.drop_nonfinite:
+            # No finite replica: no outer step. The cond takes what the outer one took.
+            new_slow, new_outer, *landing = jax.lax.cond(
+                contributors > 0, self._step, self._no_step, step_operands
+            )
+        else:
+            new_slow, new_outer, *landing = self._step(step_operands)
+        health = (
+            dropped + (~ok).astype(jnp.int32),
+            ~ok,
+            diverged + self._slow_weights_disagree(slow),
+        )
+        # Inside shard_map the branches must agree on which mesh axes values vary over.
+        out = vary_like((new_slow, new_outer, health), operands[1:])
+        return (*out, *landing)
+
+    def _no_step(self, operands: Any) -> tuple[Any, ...]:
+        """A sync with no finite replica: no outer step; the exact step lands on ``slow``."""
+        fast_parts, slow, outer_state, _, _ = operands
+        return (slow, outer_state, *self._landing(fast_parts, slow))
+
+    @staticmethod
+    def _landing(fast_parts: tuple[list[Any], ...], slow: list[Any]) -> tuple[list[Any], ...]:
+        """The exact step's updates, from the params onto the slow weights (else nothing)."""
+        if len(fast_parts) != 2:
+            return ()
+        params, inner_updates = fast_parts
+        toward = [_toward(s, p, u) for s, p, u in zip(slow, params, inner_updates, strict=True)]
+        return (vary_like(toward, inner_updates),)
+
+    @staticmethod
+    def _delta(fast_parts: tuple[list[Any], ...], slow: list[Any]) -> list[jax.Array]:
+        """The pseudo-gradient ``slow - fast``, fast being the sum of ``fast_parts``."""
+        fast = [sum(parts[1:], parts[0]) for parts in zip(*fast_parts, strict=True)]
+        return [s - f.astype(s.dtype) for f, s in zip(fast, slow, strict=True)]
+
+    def _finite(self, delta: list[jax.Array]) -> jax.Array:
+        """Whether every leaf of ``delta`` is finite, by a reduction (no params-sized mask)."""
+        if not self.path.drop_nonfinite:
+            return jnp.asarray(True)
+        # The largest magnitude is finite iff every element is (XLA's max propagates NaN).
+        ok = jnp.asarray(True)
+        for d in delta:
+            ok = ok & jnp.isfinite(jnp.max(jnp.abs(d), initial=0.0))
+        return _all_over_other_axes(ok, delta, self.path.replica_axis)
+
+    def _contributors(self, ok: jax.Array) -> jax.Array:
+        """How many replicas' pseudo-gradients enter the average (a scalar all-reduce)."""
+        axis = self.path.replica_axis
+        if not self.path.drop_nonfinite:
+            return jnp.asarray(1 if axis is None else jax.lax.psum(1, axis), jnp.int32)
+        count = ok.astype(jnp.int32)
+        return count if axis is None else jax.lax.psum(count, axis)
+
+    def _step(self, operands: Any) -> tuple[Any, ...]:
+        """The average of the finite replicas' ``delta`` (one all-reduce), then the outer step."""
+        fast_parts, slow, outer_state, ok, contributors = operands
+        path = self.path
+        delta = self._delta(fast_parts, slow)
+        if path.drop_nonfinite:
+            delta = [jnp.where(ok, d, jnp.zeros([], d.dtype)) for d in delta]
+        sent = delta
+        if path.communication_dtype is not None:
+            sent = [d.astype(_wire_dtype(path.communication_dtype, d.dtype)) for d in delta]
+        total = sent if path.replica_axis is None else jax.lax.psum(sent, path.replica_axis)
+        mean = [
+            t.astype(d.dtype) / jnp.maximum(contributors, 1).astype(d.dtype)
+            for t, d in zip(total, delta, strict=True)
+        ]
+        new_slow, new_outer = self._apply((mean, slow, outer_state))
+        new_slow, new_outer = vary_like((new_slow, new_outer), (slow, outer_state))
+        return (new_slow, new_outer, *self._landing(fast_parts, new_slow))
+
+    def _apply(self, operands: Any) -> tuple[list[jax.Array], Any]:
+        """One outer step on the fragment's slow weights: ``slow + outer(mean)``."""
+        mean, slow, outer_state = operands
+        outer = self.path.outer
+        if outer is None:
+            assert self.alpha is not None  # for type checkers: no outer means an alpha
+            return [s - self.alpha.astype(s.dtype) * m for s, m in zip(slow, mean, strict=True)], (
+                outer_state
+            )
+        slow_tree = self.plan.tree(self.index, slow, only=True)
+        updates, outer_state = outer.update(
+            self.plan.tree(self.index, mean, only=True), outer_state, slow_tree
+        )
+        return jax.tree.leaves(optax.apply_updates(slow_tree, updates)), outer_state
+
+    def _slow_weights_disagree(self, slow: list[jax.Array]) -> jax.Array:
+        """1 if the replicas hold different slow weights (one small all-reduce), else 0."""
+        axis = self.path.replica_axis
+        if axis is None or not slow:
+            return jnp.zeros([], jnp.int32)
+        total = sum(jnp.sum(jnp.real(s).astype(jnp.float32)) for s in slow)
+        squares = sum(jnp.sum(jnp.abs(s).astype(jnp.float32) ** 2) for s in slow)
+        fingerprint = jnp.stack([total, squares])
+        extremes = jax.lax.pmax(jnp.concatenate([fingerprint, -fingerprint]), axis)
+        disagree = jnp.any(extremes[:2] != -extremes[2:]) & jnp.all(jnp.isfinite(extremes))
+        # Params sharded within a replica: each device saw its block; any block counts.
+        other = _other_axes(slow, axis)
+        flag = disagree.astype(jnp.int32)
+        return jax.lax.pmax(flag, other) if other else flag
+
+
+def _wire_dtype(communication_dtype: Any, leaf_dtype: Any) -> Any:
+    """The all-reduce dtype of a leaf: complex leaves get the complex dtype of it."""
+    if jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+        return jnp.promote_types(communication_dtype, jnp.complex64)
+    return communication_dtype
+
+
+def _other_axes(leaves: list[jax.Array], replica_axis: Any) -> tuple[Any, ...]:
+    """The manual mesh axes the leaves vary over besides the replica axis (sorted)."""
+    replica = set(replica_axis) if isinstance(replica_axis, tuple) else {replica_axis}
+    axes: set[Any] = set()
+    for leaf in leaves:
+        axes |= varying_axes(leaf)
+    return tuple(sorted(axes - replica, key=str))
+
+
+def _all_over_other_axes(ok: jax.Array, leaves: list[jax.Array], replica_axis: Any) -> jax.Array:
+    """``ok`` combined over the devices that hold one replica's blocks (sharded params)."""
+    other = _other_axes(leaves, replica_axis)
+    if not other:
+        return ok
+    return jax.lax.pmin(ok.astype(jnp.int32), other) > 0
+
+
+def _reset_left_out(
+    path: OuterPath, clock: Clock, left_out: jax.Array, state: Any, params: Any
+) -> Any:
+    """The inner state, re-initialized from the slow weights where the call after a sync asks.
+
+    Every replica with ``inner_state_on_sync='reset'``, a replica the last outer step
+    left out otherwise. A select per leaf, which XLA fuses into the inner update's
+    reads: no cond takes the inner state.
+    """
+    due = clock.pending[0]
+    for pending in clock.pending[1:]:
+        due = due | pending
+    reset = due if path.reset_inner else due & left_out
+    if not path.drop_nonfinite and not path.reset_inner:
+        return state.inner_state
+    slow = jax.tree.map(lambda s, p: s.astype(jnp.result_type(p)), state.slow, params)
+    fresh = path.inner.init(slow)
+
+    def pick(new: Any, old: Any) -> Any:
+        new = vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
+        return jnp.where(reset, new, old)
+
+    return jax.tree.map(pick, fresh, state.inner_state)
+
+
+def check_replica_axis(replica_axis: Any) -> None:
+    """A clear error, at trace time, when ``replica_axis`` is not a mapped axis here."""
+    if replica_axis is None:
+        return
+    try:
+        jax.lax.psum(1, replica_axis)  # the axis size, known while tracing: no collective
+    except NameError as error:
+        raise ValueError(
+            f"lookahead: replica_axis={replica_axis!r} is not a mapped axis where update() is "
+            "traced; call it inside jax.shard_map over a mesh axis of that name or inside "
+            f"jax.vmap(..., axis_name={replica_axis!r})"
+        ) from error
+
+
+# --- Reading the state ---------------------------------------------------------------------
+
+
+def replica_health(opt_state: optax.OptState) -> ReplicaHealth:
+    """The fault counters of the outermost outer-path Lookahead in ``opt_state``.
+
+    Returns:
+      ``ReplicaHealth(dropped, left_out, diverged)``: per replica (a leading replica
+      axis where the state has one) the number of outer steps, fragment syncs
+      included, the replica's non-finite pseudo-gradient was left out of, and
+      whether the last outer step left it out; and the number of outer steps at
+      which the replicas' slow weights disagreed (replicas that started from
+      different params: broadcast the initial params to every replica).
+
+    Raises:
+      ValueError: if ``opt_state`` holds no Lookahead on the outer path (built
+        with ``outer=`` or ``replica_axis=``).
+
+    Example:
+      >>> import jax.numpy as jnp, optax, lookax
+      >>> tx = lookax.diloco(optax.sgd(0.1), sync_period=2)
+      >>> params = jnp.zeros(3)
+      >>> state = tx.init(params)
+      >>> for g in (jnp.ones(3), jnp.full(3, jnp.nan)):
+      ...     updates, state = tx.update(g, state, params)
+      ...     params = optax.apply_updates(params, updates)
+      >>> int(lookax.replica_health(state).dropped)
+      1
+      >>> params = lookax.slow_params(state, params)  # the recovery: back on the slow weights
+    """
+    is_outer = lambda node: isinstance(node, OuterState)  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=is_outer):
+        if isinstance(node, OuterState):
+            return ReplicaHealth(node.dropped, node.left_out, node.diverged)
+    raise ValueError(
+        "replica_health: no outer-path Lookahead state found in opt_state; it is kept by "
+        "lookax.lookahead(..., outer=... or replica_axis=...), lookax.diloco and lookax.slowmo"
+    )
