@@ -52,9 +52,11 @@ class LookaheadState(NamedTuple):
       inner_state: the inner optimizer's state.
       inner_state_at_sync: the inner state as it was after the last sync; kept
         only by ``inner_state_on_sync='interpolate'`` (``None`` otherwise).
-      outer_state: the ``outer`` optimizer's state (changed only at a sync);
-        ``optax.EmptyState()`` for replicas without an outer optimizer; ``None``
-        for plain Lookahead, whose slow weights are written one call late.
+      outer_state: on the outer path (``outer=`` or ``replica_axis=``) a
+        :class:`lookax.OuterState`: the outer optimizer's state per fragment
+        (changed only at that fragment's outer steps) and the replicas' fault
+        counters; ``None`` for plain Lookahead, whose slow weights are written
+        one call late.
     """
 
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
@@ -243,33 +245,49 @@ def lookahead(
     Keep the counters unbatched where possible (vmap the params and inner state
     only).
 
-    Outer optimizer and replicas (SlowMo, DiLoCo; see :func:`lookax.diloco` and
-    :func:`lookax.slowmo`). The slow step is one SGD step of size alpha on the
-    pseudo-gradient :math:`\Delta = \phi - (\theta + u)`. ``outer=tx`` replaces it
-    by any optax transformation, :math:`\phi \leftarrow \phi + \mathrm{tx}(\Delta)`,
-    its state kept in :attr:`LookaheadState.outer_state` and changed only at a sync
-    (``outer=optax.sgd(alpha)`` is plain Lookahead). ``replica_axis="name"``: the
-    replicas of a mapped axis (a ``jax.shard_map`` mesh axis or a
-    ``jax.vmap(..., axis_name=...)`` axis) train independently between syncs, and at
-    a sync :math:`\Delta` is averaged with ``lax.pmean`` over that axis, the only
-    collective, inside the sync branch, once every k steps. The outer step's result
-    is stored as the slow weights, so they are bitwise identical on every replica;
-    each replica's params land on them through ``optax.apply_updates``, within
-    rounding. Rules: the replicas start from identical params; the counters must be
-    replica-invariant (unbatched under ``vmap``, replicated under ``shard_map``);
-    and the training step must not average gradients over ``replica_axis``. If it
-    does, the replicas stay identical and this is data parallelism with an
-    all-reduce every step plus the outer step: correct, but none of the saving.
-    Cost: this path needs the fast weights during the sync call, so the inner
-    updates cross a ``lax.cond`` and are materialized every step, plus the outer
-    state. Measured on XLA:CPU (``benchmarks/step_time.py``, Adam inner, one
-    32M-float leaf): the compiled step holds 2 params-sized temporaries beyond
-    Adam's (3 with a Nesterov outer), allocated on every call, and runs at 2-5x
-    an Adam step; it is meant for steps dominated by the forward and backward
-    pass, where it is a few percent.
-    With ``outer``, ``inner_state_on_sync='interpolate'`` is refused (the inner
-    state has no scalar step to follow); ``'keep'`` (DiLoCo's choice: per replica)
-    and ``'reset'`` work.
+    The outer path (SlowMo, DiLoCo, Streaming DiLoCo; :func:`lookax.diloco`,
+    :func:`lookax.slowmo`; the mechanics live in ``lookax/outer.py``). The slow
+    step is one SGD step of size alpha on the pseudo-gradient
+    :math:`\Delta = \phi - (\theta + u)`. ``outer=tx`` replaces it by any optax
+    transformation, :math:`\phi \leftarrow \phi + \mathrm{tx}(\Delta)`, its state
+    kept in :attr:`LookaheadState.outer_state` (a :class:`lookax.OuterState`) and
+    changed only at a sync (``outer=optax.sgd(alpha)`` is plain Lookahead).
+    ``replica_axis="name"``: the replicas of a mapped axis (a ``jax.shard_map``
+    mesh axis or a ``jax.vmap(..., axis_name=...)`` axis) train independently
+    between syncs, and at a sync :math:`\Delta` is averaged over that axis with
+    one all-reduce inside the sync branch. The outer step's result is stored as
+    the slow weights, bitwise identical on every replica; each replica's params
+    land on them within rounding. Rules: the replicas start from identical params
+    (:func:`lookax.stack_replicas`); Lookahead's counters are shared by the
+    replicas (:func:`lookax.replica_axes`); the training step must not average
+    gradients over ``replica_axis`` (that is data parallelism plus an outer step).
+    ``inner_state_on_sync='interpolate'`` is refused on this path. Its options:
+
+    - ``sync_delay=1``, the overlapped outer step (Streaming DiLoCo's overlap,
+      tau = 1): the sync call returns the inner updates (the params become the
+      fast weights); the next call takes the outer step on
+      :math:`\Delta_r = \phi - \theta_r`, inside a ``lax.cond`` that takes only the
+      params, the slow weights and the outer state, and returns
+      :math:`u_r + (\phi' - \theta_r)`. The inner updates never cross a ``cond``,
+      so the step costs what plain Lookahead costs. ``sync_delay=0`` (default)
+      is the exact algorithm, whose sync branch needs the inner updates: they are
+      materialized every step (a params-sized temporary).
+    - ``drop_nonfinite`` (``None``: on): a replica whose :math:`\Delta_r` is not
+      finite is left out of the average,
+      ``psum(where(ok, delta, 0)) / psum(ok)``; with none finite the outer step is
+      skipped. optax updates are added, so a NaN replica cannot be repaired by
+      its updates: its inner state is re-initialized (``inner.init`` of the slow
+      weights) and :func:`lookax.replica_health` counts it; put it back with its
+      params replaced by :func:`lookax.slow_params`, or prevent it with
+      ``optax.apply_if_finite`` around ``inner``. ``False``: the paper's
+      semantics, a NaN spreads to every replica at the next sync.
+    - ``communication_dtype``: :math:`\Delta_r` is all-reduced in that dtype
+      (``jnp.bfloat16`` halves the bytes) and the mean cast back; without
+      replicas it only rounds :math:`\Delta`.
+    - ``fragments`` (Streaming DiLoCo): the params sync in F groups at staggered
+      calls, each with its own outer state, all-reduce and conditional branch:
+      fragment ``i`` (0-based) syncs at calls ``c`` (1-based) with
+      ``c % k == (i + 1) * k // F % k``; k must be divisible by F.
 
     Args:
       inner: the inner ("fast") optimizer. Extra arguments given to ``update``
@@ -295,6 +313,24 @@ def lookahead(
       replica_axis: the name of the mapped axis the replicas live on, or
         ``None`` (no replicas). An axis that is not mapped where ``update`` is
         traced raises ``ValueError``.
+      sync_delay: ``0`` (the exact outer step at the sync call) or ``1`` (the
+        overlapped outer step at the next call). Outer path only.
+      drop_nonfinite: leave non-finite replicas out of the outer step (``None``:
+        on). Outer path only.
+      communication_dtype: a floating dtype to all-reduce the pseudo-gradient
+        in, or ``None`` (the slow weights' dtype). Outer path only.
+      fragments: ``1``; an int F (the leaves, in ``jax.tree.leaves`` order, in F
+        contiguous groups of about equal element count: a leaf goes to fragment
+        ``floor(F * m / n)``, m being the number of elements before it plus half
+        its own and n the total, then each boundary moves just enough that no
+        fragment is empty); a tree of fragment ids ``0 .. F-1`` with the params'
+        structure or a prefix of it (e.g. one id per block); or a callable
+        ``params -> such a tree``. Outer path only; not with
+        ``inner_state_on_sync='reset'`` (the inner state's counters are shared
+        by every leaf).
+
+    The outer path needs ``sync_delay`` and ``fragments`` static: under
+    ``optax.inject_hyperparams`` name them in ``static_args``.
 
     Concrete ``sync_period`` and ``slow_step_size`` (Python, NumPy or concrete
     JAX scalars) are validated here and raise ``ValueError`` naming the

@@ -18,8 +18,8 @@ builds the transformation of this module instead, which generalizes that step:
 
 How one ``update`` call runs, in order: the due fragments' outer steps (with
 ``sync_delay=1``: the fragments whose sync was the previous call), the inner state
-reset of replicas that were left out (or of every replica with
-``inner_state_on_sync='reset'``), the inner update, the due fragments' outer
+reset of replicas the previous call's outer step left out (and of every replica
+after a sync with ``inner_state_on_sync='reset'``), the inner update, the due fragments' outer
 steps (``sync_delay=0``: the fragments that sync at this call), and the returned
 updates, a select per leaf that XLA fuses into ``optax.apply_updates``.
 """
@@ -137,7 +137,7 @@ def _exact_update(
     extra: Any,
 ) -> tuple[Any, Any]:
     """``sync_delay=0``: a fragment's outer step at its sync call, on ``params + u``."""
-    inner_state = _reset_left_out(path, clock, state.outer_state.left_out, state, params)
+    inner_state = _reset_inner_state(path, clock, state.outer_state.left_out, state, params)
     u, inner_state = path.inner.update(grads, inner_state, params, **extra)
     p, treedef = jax.tree.flatten(params)
     slow, outer_state, updates = _outer_steps(
@@ -163,11 +163,12 @@ def _overlapped_update(
     params, the slow weights and the outer state, and returns ``u + (slow' - params)``.
     """
     p, treedef = jax.tree.flatten(params)
+    left_out = state.outer_state.left_out  # by the outer step of the previous call
     slow, outer_state, _ = _outer_steps(
         path, plan, clock.pending, (p,), state, path.alpha_at(state.count - 1)
     )
     state = state._replace(slow=treedef.unflatten(slow), outer_state=outer_state)
-    inner_state = _reset_left_out(path, clock, outer_state.left_out, state, params)
+    inner_state = _reset_inner_state(path, clock, left_out, state, params)
     u, inner_state = path.inner.update(grads, inner_state, params, **extra)
     u_leaves = treedef.flatten_up_to(u)
     out = [
@@ -197,19 +198,28 @@ class Clock(NamedTuple):
 
     sync: list[jax.Array]
     pending: list[jax.Array]
+    after_pending: list[jax.Array]
     period: Any
 
     @classmethod
     def of(cls, state: Any, sync_period: Any, fragments: int) -> Clock:
         phase, count = jnp.asarray(state.phase), jnp.asarray(state.count)
-        sync, pending = [], []
+        period = jnp.asarray(sync_period)
+        sync, pending, after_pending = [], [], []
         for i in range(fragments):
-            sync_phase = (i + 1) * jnp.asarray(sync_period) // fragments - 1
+            sync_phase = (i + 1) * period // fragments - 1
             last = i == fragments - 1
             sync.append(phase + 1 >= sync_period if last else phase == sync_phase)
-            after = jnp.where(sync_phase + 1 >= sync_period, 0, sync_phase + 1)
-            pending.append((phase == after) & (count > 0))
-        return cls(sync, pending, sync_period)
+            pending.append((phase == (sync_phase + 1) % period) & (count > 0))
+            after_pending.append((phase == (sync_phase + 2) % period) & (count > 1))
+        return cls(sync, pending, after_pending, sync_period)
+
+    @staticmethod
+    def any(flags: list[jax.Array]) -> jax.Array:
+        out = flags[0]
+        for flag in flags[1:]:
+            out = out | flag
+        return out
 
     def advance(self, state: Any, slow: Any, inner_state: Any, outer_state: OuterState) -> Any:
         is_last = jnp.asarray(state.phase) + 1 >= self.period
@@ -525,21 +535,24 @@ def _all_over_other_axes(ok: jax.Array, leaves: list[jax.Array], replica_axis: A
     return jax.lax.pmin(ok.astype(jnp.int32), other) > 0
 
 
-def _reset_left_out(
+def _reset_inner_state(
     path: OuterPath, clock: Clock, left_out: jax.Array, state: Any, params: Any
 ) -> Any:
-    """The inner state, re-initialized from the slow weights where the call after a sync asks.
+    """The inner state, re-initialized from the slow weights where a reset is due.
 
-    Every replica with ``inner_state_on_sync='reset'``, a replica the last outer step
-    left out otherwise. A select per leaf, which XLA fuses into the inner update's
-    reads: no cond takes the inner state.
+    Every replica at the call after a sync with ``inner_state_on_sync='reset'``;
+    a replica the last outer step left out at the call after that outer step (with
+    ``sync_delay=1`` the outer step's own call took its gradient at the replica's
+    non-finite params, so a reset there would be undone by that call's update). A
+    select per leaf, which XLA fuses into the inner update's reads: no cond takes
+    the inner state.
     """
-    due = clock.pending[0]
-    for pending in clock.pending[1:]:
-        due = due | pending
-    reset = due if path.reset_inner else due & left_out
     if not path.drop_nonfinite and not path.reset_inner:
         return state.inner_state
+    after_outer_step = clock.pending if path.sync_delay == 0 else clock.after_pending
+    reset = Clock.any(after_outer_step) & left_out
+    if path.reset_inner:
+        reset = reset | Clock.any(clock.pending)
     slow = jax.tree.map(lambda s, p: s.astype(jnp.result_type(p)), state.slow, params)
     fresh = path.inner.init(slow)
 

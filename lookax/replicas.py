@@ -150,6 +150,18 @@ def diloco(
       replica_axis: the mapped axis the replicas live on (a ``jax.shard_map``
         mesh axis or a ``jax.vmap`` ``axis_name``); ``None``: one replica.
       inner_state_on_sync: ``'keep'`` (the paper) or ``'reset'``.
+      sync_delay: ``1`` overlaps the outer step with the next inner step
+        (Streaming DiLoCo's overlap, tau = 1; the price of plain Lookahead);
+        ``0`` (the paper) takes it at the sync call.
+      drop_nonfinite: leave a replica with a non-finite pseudo-gradient out of
+        the average (``None``: on), count it (:func:`lookax.replica_health`) and
+        reset its inner state.
+      communication_dtype: all-reduce the pseudo-gradient in this dtype (e.g.
+        ``jnp.bfloat16``); ``None``: the slow weights' dtype.
+      fragments: Streaming DiLoCo's fragments (Douillard et al. 2025): an int
+        F, a tree of fragment ids or a callable; fragment ``i`` syncs at calls
+        ``c`` with ``c % H == (i + 1) * H // F % H``. See
+        :func:`lookax.lookahead` for the exact rules.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; evaluate on
@@ -158,16 +170,20 @@ def diloco(
     Example:
       >>> import jax, jax.numpy as jnp, optax, lookax
       >>> tx = lookax.diloco(lookax.adamw(1e-3), sync_period=4, replica_axis="replica")
-      >>> params = jnp.zeros((4, 3))  # 4 replicas, identical starting params
-      >>> state = jax.vmap(tx.init)(params)
+      >>> params = lookax.stack_replicas(jnp.zeros(3), 4)  # 4 replicas, identical params
+      >>> state = lookax.stack_replicas(tx.init(jnp.zeros(3)), 4)
+      >>> axes = lookax.replica_axes(state)  # Lookahead's counters shared
       >>> def step(p, s, g):
       ...     u, s = tx.update(g, s, p)
       ...     return optax.apply_updates(p, u), s
-      >>> p, s = jax.vmap(step, axis_name="replica")(params, state, jnp.ones((4, 3)))
+      >>> run = jax.vmap(step, in_axes=(0, axes, 0), out_axes=(0, axes), axis_name="replica")
+      >>> params, state = run(params, state, jnp.ones((4, 3)))
 
     References:
       Douillard et al., `DiLoCo: Distributed Low-Communication Training of
-      Language Models <https://arxiv.org/abs/2311.08105>`_, 2023 (Algorithm 1).
+      Language Models <https://arxiv.org/abs/2311.08105>`_, 2023 (Algorithm 1);
+      Douillard et al., `Streaming DiLoCo with overlapping communication
+      <https://arxiv.org/abs/2501.18512>`_, 2025 (fragments, overlap).
     """
     outer = sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True)
     return lookahead(
@@ -225,6 +241,9 @@ def slowmo(
       outer_momentum: :math:`\beta` (fairscale's SlowMo default: 0.5).
       replica_axis: the mapped axis of the workers, or ``None``: one worker.
       inner_state_on_sync: ``'keep'`` or ``'reset'``.
+      sync_delay: ``0`` or ``1``; drop_nonfinite: ``None`` (on) or a bool;
+        communication_dtype: a dtype or ``None``; fragments: an int, tree or
+        callable: as in :func:`diloco` and :func:`lookax.lookahead`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; evaluate on

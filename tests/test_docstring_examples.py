@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "lookax.lookahead",
     "lookax.replicas",
+    "lookax.outer",
     "lookax.transforms",
     "lookax.optimizers",
     "lookax.grouping",

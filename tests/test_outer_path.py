@@ -107,19 +107,30 @@ class Reference:
         self.buffers[i] = b
         self.slow[mask] = self.slow[mask] - OUTER_LR * (mean + OUTER_MOMENTUM * b)
 
-    def reset_left_out(self) -> None:
+    def reset(self, left_out: np.ndarray, everyone: bool) -> None:
         for r in range(self.s.replicas):
-            if self.s.on_sync == "reset" or self.left_out[r]:
+            if everyone or left_out[r]:
                 self.inner_states[r] = self.inner.init()
 
     def call(self, c: int, grads: np.ndarray) -> None:
-        """Update call c (1-based) with per-replica gradients."""
+        """Update call c (1-based) with per-replica gradients.
+
+        A replica left out is reset at the call after the outer step that left it
+        out (with sync_delay=1, the call after the pending call); 'reset' resets
+        every replica at the call after a sync.
+        """
         pending = self.fragments_at(c - 1) if c > 1 else []
+        after_outer_step = (
+            pending if self.s.sync_delay == 0 else (self.fragments_at(c - 2) if c > 2 else [])
+        )
+        left_out = self.left_out.copy()  # as the previous call's outer step left it
         if pending and self.s.sync_delay == 1:
             for i in pending:
                 self.outer_step(i, self.params)
-        if pending:
-            self.reset_left_out()
+        self.reset(
+            left_out if after_outer_step else np.zeros_like(left_out),
+            everyone=bool(pending) and self.s.on_sync == "reset",
+        )
         u = np.empty_like(self.params)
         for r in range(self.s.replicas):
             u[r], self.inner_states[r] = self.inner.step(grads[r], self.inner_states[r])
@@ -399,14 +410,17 @@ def python_loop(tx, replicas: int, steps: int, poison_at: int, recover: bool):
     return flat(params), state
 
 
-def test_the_recovery_line_puts_a_dropped_replica_back():
-    tx = make_tx(Setting(4, "adam", 3))
-    fast, state = python_loop(tx, 4, 12, poison_at=4, recover=True)
+@pytest.mark.parametrize("sync_delay", [0, 1])
+def test_the_recovery_line_puts_a_dropped_replica_back(sync_delay):
+    tx = make_tx(Setting(4, "adam", 3, sync_delay=sync_delay))
+    fast, state = python_loop(tx, 4, 12 + sync_delay, poison_at=4, recover=True)
     assert np.all(np.isfinite(fast))
     assert lookax.replica_health(state).dropped.tolist() == [0, 1, 0, 0]
-    # it trains again: after the last sync every replica sits on the slow weights
-    np.testing.assert_allclose(fast[1], fast[0], rtol=1e-6)
-    without = python_loop(tx, 4, 12, poison_at=4, recover=False)[0]
+    # it trains again, never left out again; after the exact step's last sync every
+    # replica sits on the slow weights (the overlapped step's are one inner step past them)
+    if sync_delay == 0:
+        np.testing.assert_allclose(fast[1], fast[0], rtol=1e-6)
+    without = python_loop(tx, 4, 12 + sync_delay, poison_at=4, recover=False)[0]
     assert np.all(np.isnan(without[1]))
 
 
