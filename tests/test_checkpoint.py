@@ -1,4 +1,4 @@
-"""Checkpointing a lookax training state (issue 4 bullet 6).
+"""Checkpointing a lookax training state.
 
 - orbax: the whole TrainState (params, step, and an opt_state of chain(clip, lookahead(
   inject_hyperparams(adam)), 'interpolate') with a bf16 leaf) is saved mid k-cycle, restored in a
@@ -7,7 +7,9 @@
 - orbax, an outer optimizer: a SlowMo run (lookax.slowmo(optax.adam), k = 4) saved mid-cycle
   with a sync behind it (outer momentum non-zero), restored in a fresh process into a
   jax.eval_shape target and continued through the next sync: bitwise identical, outer state
-  included.
+  included. The same with ``sync_delay=1``, saved between a sync call and the call that takes
+  its outer step; and with ``fragments=2``, saved between the two fragments' syncs, each
+  fragment's momentum non-zero.
 - flax.serialization: to_bytes/from_bytes and to_state_dict/from_state_dict round trips, then
   continuing: bitwise identical as well.
 """
@@ -91,28 +93,52 @@ def test_orbax_restore_in_a_fresh_process_is_bitwise_identical(tmp_path, run_wor
     assert save_after <= 2 * worker.SYNC_PERIOD < worker.TOTAL_STEPS
 
 
+def assert_outer_checkpoint_point(variant: str, state) -> None:
+    """Where the variant's checkpoint lies in the run (see outer_checkpoint_worker.VARIANTS)."""
+    lookahead_state = state.opt_state
+    slow_now = lookax.slow_params(lookahead_state, state.params)
+    phase = int(lookahead_state.phase)
+    if variant == "slowmo":
+        assert 0 < phase < outer_worker.SYNC_PERIOD - 1  # mid-cycle
+    elif variant == "overlapped":
+        assert phase == 0  # the sync call just ran; its outer step is the next call's
+    else:
+        assert phase == 3  # "b" synced at step 6 (phase 2), "w" syncs at the next call
+    # the fast weights have left the slow ones (with sync_delay=1 too: the sync call only
+    # trained, the slow weights are still those of the last completed outer step)
+    for name in ("w", "b"):
+        np.testing.assert_array_equal(slow_now[name], lookahead_state.slow[name])
+        assert not np.array_equal(lookahead_state.slow[name], state.params[name]), name
+
+
 @pytest.mark.slow
-def test_orbax_restore_of_an_outer_optimizer_state_is_bitwise_identical(tmp_path, run_worker):
-    """SlowMo saved at step 6 (k = 4): mid-cycle, the outer momentum of the step-4 sync in it."""
+@pytest.mark.parametrize("variant", list(outer_worker.VARIANTS))
+def test_orbax_restore_of_an_outer_optimizer_state_is_bitwise_identical(
+    tmp_path, run_worker, variant
+):
+    """SlowMo (k = 4) saved with outer steps behind it: see outer_checkpoint_worker.VARIANTS."""
     import orbax.checkpoint as ocp
 
-    init_state, step = outer_worker.make_training()
+    _, save_after = outer_worker.VARIANTS[variant]
+    init_state, step = outer_worker.make_training(variant)
     uninterrupted_state = run(step, init_state(), outer_worker.TOTAL_STEPS)
     uninterrupted = worker.leaves_by_path(uninterrupted_state)
     assert any(".outer_state" in key for key in uninterrupted)
 
-    state = run(step, init_state(), outer_worker.SAVE_AFTER)
-    lookahead_state = state.opt_state
-    assert isinstance(lookahead_state, lookax.LookaheadState)
-    assert int(lookahead_state.count) == outer_worker.SAVE_AFTER > outer_worker.SYNC_PERIOD
-    assert 0 < int(lookahead_state.phase) < outer_worker.SYNC_PERIOD - 1  # mid-cycle
-    momentum = jax.tree.map(np.asarray, outer_worker.outer_momentum(state))
-    assert all(np.all(leaf != 0) for leaf in jax.tree.leaves(momentum))  # a sync is behind
-    # mid-cycle: the fast weights have left the slow ones
-    assert not np.array_equal(lookahead_state.slow["w"], state.params["w"])
-    # the sync after the restore (step 8) changes the momentum: the restored one is used
-    final_momentum = outer_worker.outer_momentum(uninterrupted_state)
-    assert not np.array_equal(final_momentum["w"], momentum["w"])
+    state = run(step, init_state(), save_after)
+    assert isinstance(state.opt_state, lookax.LookaheadState)
+    assert int(state.opt_state.count) == save_after > outer_worker.SYNC_PERIOD
+    assert_outer_checkpoint_point(variant, state)
+    momenta = [jax.tree.map(np.asarray, m) for m in outer_worker.outer_momenta(state)]
+    assert len(momenta) == (2 if variant == "streaming" else 1)
+    for momentum in momenta:  # an outer step of every fragment is behind the checkpoint
+        assert all(np.all(leaf != 0) for leaf in jax.tree.leaves(momentum))
+    # the outer steps after the restore change every fragment's momentum: the restored one
+    # is used
+    final = outer_worker.outer_momenta(uninterrupted_state)
+    for before, after in zip(momenta, final, strict=True):
+        for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+            assert not np.array_equal(a, b)
 
     checkpoint_dir = tmp_path / "checkpoint"
     checkpointer = ocp.StandardCheckpointer()
@@ -121,7 +147,7 @@ def test_orbax_restore_of_an_outer_optimizer_state_is_bitwise_identical(tmp_path
     checkpointer.close()
 
     out = tmp_path / "resumed.npz"
-    completed = run_worker(OUTER_WORKER, checkpoint_dir, outer_worker.SAVE_AFTER, out, timeout=240)
+    completed = run_worker(OUTER_WORKER, checkpoint_dir, save_after, out, variant, timeout=240)
     assert "restored and continued" in completed.stdout
     assert_bitwise_equal(dict(np.load(out)), uninterrupted)
 

@@ -3,12 +3,15 @@
 Two worker processes (tests/_integration_workers/multiprocess_worker.py) join over loopback
 (`jax.distributed.initialize(coordinator_address="127.0.0.1:<free port>", ...)`, CPU collectives
 via gloo), each with 2 host devices. The result must equal the same problem run here, in one
-process on one device, within DESIGN.md's rtol 1e-6 for differently compiled runs.
+process on one device, within rtol 1e-6, the tolerance for differently compiled runs.
 
 - lookahead(adam) with the params sharded across all 4 devices, through two syncs.
 - DiLoCo with 4 replicas (2 per process) under ``jax.shard_map`` over a ("replica",) mesh,
   through two syncs, against the 4 replicas simulated here with ``jax.vmap(axis_name=...)``;
-  the slow weights are bitwise equal on the 4 replicas after every step.
+  the slow weights are bitwise equal on the 4 replicas after every step and move exactly at the
+  outer steps (after the syncs at steps 3 and 6), the params on them right after each.
+- The same with ``sync_delay=1`` (``[replicas-overlapped-1]``): the outer steps at calls 4
+  and 7, each overlapped with that call's inner step.
 """
 
 from __future__ import annotations
@@ -130,10 +133,10 @@ def test_two_processes_over_loopback_match_one_process(tmp_path):
     assert not np.allclose(sharded["slow_w"], sharded["params_w"])
 
 
-def vmap_replicas_reference(worker) -> dict[str, np.ndarray]:
-    """The 4 replicas of the ``replicas`` mode in this process, on one device, under vmap."""
+def vmap_replicas_reference(worker, sync_delay: int) -> dict[str, np.ndarray]:
+    """The 4 replicas of a ``replicas`` mode in this process, on one device, under vmap."""
     _, params, targets = worker.make_replica_problem()
-    _, local_step, state, layout = worker.make_replica_step()
+    _, local_step, state, layout = worker.make_replica_step(sync_delay)
     axes = worker.vmap_axes(layout)
     step = jax.jit(
         jax.vmap(local_step, in_axes=(0, axes, 0), out_axes=(0, axes), axis_name="replica")
@@ -150,37 +153,52 @@ def vmap_replicas_reference(worker) -> dict[str, np.ndarray]:
     return arrays
 
 
+def assert_replica_paths(worker, sharded: dict, sync_delay: int) -> None:
+    """The slow weights: bitwise equal on the 4 replicas, moved exactly at the outer steps.
+
+    The outer steps come ``sync_delay`` calls after the syncs (3 and 6). Right after an
+    exact one (``sync_delay=0``) every replica's params are on the slow weights; otherwise
+    the replicas differ (trained apart; after an overlapped outer step each replica's params
+    are the new slow weights plus its own inner update).
+    """
+    initial, _, _ = worker.make_replica_problem()
+    for name in ("w", "b"):
+        slow, fast = sharded[f"path_slow_{name}"], sharded[f"path_params_{name}"]
+        assert slow.shape[:2] == (worker.REPLICA_STEPS, worker.NUM_REPLICAS), slow.shape
+        for r in range(1, worker.NUM_REPLICAS):
+            np.testing.assert_array_equal(slow[:, r], slow[:, 0], err_msg=f"{name} replica {r}")
+        before = np.broadcast_to(initial[name], slow.shape[1:])
+        outer_steps = []
+        for t in range(worker.REPLICA_STEPS):
+            call = t + 1
+            due = call > sync_delay and (call - sync_delay) % worker.SYNC_PERIOD == 0
+            assert np.array_equal(slow[t], before) != due, (name, call)
+            outer_steps += [call] * due
+            if due and sync_delay == 0:
+                np.testing.assert_allclose(fast[t], slow[t], rtol=1e-6, atol=1e-7)
+            else:
+                assert not np.allclose(fast[t, 1], fast[t, 0]), (name, call)
+            before = slow[t]
+        assert outer_steps == [3 + sync_delay, 6 + sync_delay], outer_steps
+
+
 @pytest.mark.slow
-def test_replicas_across_two_processes_match_vmap_in_one_process(tmp_path):
+@pytest.mark.parametrize(("mode", "sync_delay"), [("replicas", 0), ("replicas-overlapped", 1)])
+def test_replicas_across_two_processes_match_vmap_in_one_process(tmp_path, mode, sync_delay):
     worker = load_worker()
-    logs = run_workers(tmp_path, "replicas")
+    logs = run_workers(tmp_path, mode)
     assert all("done" in log for log in logs), logs
 
     sharded = dict(np.load(tmp_path / "result.npz"))
-    reference = vmap_replicas_reference(worker)
+    reference = vmap_replicas_reference(worker, sync_delay)
     assert sorted(sharded) == sorted(reference)
-    assert "state.outer_state[1].trace['w']" in sharded  # DiLoCo's outer momentum is compared
+    # DiLoCo's outer momentum and the per-replica fault counters are compared
+    assert "state.outer_state.per_fragment[0][1].trace['w']" in sharded
+    assert sharded["state.outer_state.dropped"].shape == (worker.NUM_REPLICAS,)
     assert int(sharded["state.count"]) == worker.REPLICA_STEPS
     assert int(sharded["state.phase"]) == worker.REPLICA_STEPS % worker.SYNC_PERIOD
     for name, value in reference.items():
         assert sharded[name].dtype == value.dtype, name
         assert sharded[name].shape == value.shape, name
         np.testing.assert_allclose(sharded[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
-
-    replicas = worker.NUM_REPLICAS
-    for name in ("w", "b"):
-        slow, fast = sharded[f"path_slow_{name}"], sharded[f"path_params_{name}"]
-        assert slow.shape[:2] == (worker.REPLICA_STEPS, replicas), slow.shape
-        # The slow weights are the same on the 4 replicas, bit for bit, after every step ...
-        for r in range(1, replicas):
-            np.testing.assert_array_equal(slow[:, r], slow[:, 0], err_msg=f"{name} replica {r}")
-        for t in range(worker.REPLICA_STEPS):
-            if (t + 1) % worker.SYNC_PERIOD == 0:
-                # ... every replica's params are on them right after a sync ...
-                np.testing.assert_allclose(fast[t], slow[t], rtol=1e-6, atol=1e-7)
-            else:
-                # ... and the replicas train apart on their own data in between.
-                assert not np.allclose(fast[t, 1], fast[t, 0]), (name, t)
-        # Two syncs moved the slow weights: after step 3 and again after step 6.
-        assert not np.allclose(slow[2], slow[1]) and not np.allclose(slow[5], slow[4])
-        np.testing.assert_array_equal(slow[4], slow[3])  # and nothing else did
+    assert_replica_paths(worker, sharded, sync_delay)

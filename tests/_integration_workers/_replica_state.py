@@ -1,27 +1,27 @@
 """A Lookahead state stacked over replicas, shared by the sharding and multiprocess workers.
 
-Params-shaped subtrees of the state (slow weights, moments, outer momentum) get a leading
-replica axis; every other leaf (the counters) is shared by the replicas.
+Every leaf of the state (slow weights, moments, outer momentum, the per-replica fault counters
+of the outer path) gets a leading replica axis, except Lookahead's counters (``count``,
+``phase``), which the replicas share: ``lookax.stack_replicas`` and ``lookax.replica_axes``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 
-def stack_over_replicas(one_state: Any, params_def: Any, replicas: int) -> tuple[Any, Callable]:
-    """(the host state with a replica axis on params-shaped subtrees, that subtree predicate)."""
+def stack_over_replicas(one_state: Any, replicas: int) -> tuple[Any, Any]:
+    """(the host state stacked over ``replicas``, a tree of bools: True where stacked).
+
+    The bool tree has the state's structure (``optax.MaskedNode`` subtrees kept), so
+    ``jax.tree_util.tree_map_with_path(fn, one_state, stacked)`` visits both together.
+    """
     import jax
 
-    def is_like(node: Any) -> bool:
-        return isinstance(node, dict) and jax.tree.structure(node) == params_def
+    import lookax
 
-    def stacked(node: Any) -> Any:
-        if not is_like(node):
-            return node
-        return {k: np.broadcast_to(v, (replicas, *v.shape)).copy() for k, v in node.items()}
-
-    return jax.tree.map(stacked, one_state, is_leaf=is_like), is_like
+    host_state = jax.tree.map(np.asarray, lookax.stack_replicas(one_state, replicas))
+    stacked = lookax.replica_axes(one_state, stacked=True, shared=False)
+    return host_state, stacked

@@ -15,6 +15,8 @@ OUT_DIR/result.npz. Two modes:
   ``jax.shard_map`` over a ("replica",) mesh of the 4 devices: 4 replicas, 2 per process, each
   training on its own data; the pseudo-gradient's pmean at a sync is the only communication.
   The params and slow weights of every replica after every step, and the final state.
+- ``replicas-overlapped``: the same with ``sync_delay=1`` (each outer step one call after its
+  sync, overlapped with that call's inner step).
 
 The problems themselves (``make_problem``/``make_step``, ``make_replica_problem``/
 ``make_replica_step``) are imported by the test too, which runs them in one process on one
@@ -166,12 +168,11 @@ def make_replica_problem() -> tuple[dict, dict, list[dict]]:
     return one, stacked, targets
 
 
-def make_replica_step():
+def make_replica_step(sync_delay: int = 0):
     """(tx, one replica's step, host state of the 4 replicas, its layout).
 
-    In the state, params-shaped subtrees (slow weights, AdamW moments, outer momentum) get a
-    leading replica axis: their leaves are "replica" in the layout; every other leaf (the
-    counters) is "shared" by the replicas.
+    Every state leaf gets a leading replica axis ("replica" in the layout), except
+    Lookahead's counters, "shared" by the replicas.
     """
     import jax
     import optax
@@ -179,7 +180,10 @@ def make_replica_step():
     import lookax
 
     tx = lookax.diloco(
-        lookax.adamw(0.05, weight_decay=0.1), sync_period=SYNC_PERIOD, replica_axis="replica"
+        lookax.adamw(0.05, weight_decay=0.1),
+        sync_period=SYNC_PERIOD,
+        replica_axis="replica",
+        sync_delay=sync_delay,
     )
 
     def local_step(params, state, target):
@@ -194,12 +198,8 @@ def make_replica_step():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _replica_state import stack_over_replicas
 
-    host_state, is_like = stack_over_replicas(one_state, jax.tree.structure(one), NUM_REPLICAS)
-    layout = jax.tree.map(
-        lambda node: dict.fromkeys(node, "replica") if is_like(node) else "shared",
-        one_state,
-        is_leaf=is_like,
-    )
+    host_state, stacked = stack_over_replicas(one_state, NUM_REPLICAS)
+    layout = jax.tree.map(lambda s: "replica" if s else "shared", stacked)
     assert layout.count == layout.phase == "shared"
     assert layout.slow == {"b": "replica", "w": "replica"}
     return tx, local_step, host_state, layout
@@ -222,7 +222,7 @@ def replica_leaves(state) -> dict[str, np.ndarray]:
     }
 
 
-def run_replicas(process_id: int, out_dir: str) -> None:
+def run_replicas(process_id: int, out_dir: str, sync_delay: int = 0) -> None:
     import jax
     from jax.experimental import multihost_utils
     from jax.sharding import NamedSharding
@@ -230,8 +230,9 @@ def run_replicas(process_id: int, out_dir: str) -> None:
 
     mesh = jax.make_mesh((NUM_REPLICAS,), ("replica",))
     _, host_params, targets = make_replica_problem()
-    _, local_step, host_state, layout = make_replica_step()
+    _, local_step, host_state, layout = make_replica_step(sync_delay)
     specs = jax.tree.map(lambda kind: P("replica") if kind == "replica" else P(), layout)
+    axes = vmap_axes(layout)
     params_specs = dict.fromkeys(host_params, P("replica"))
 
     def global_array(value: np.ndarray, spec: P) -> jax.Array:
@@ -251,7 +252,8 @@ def run_replicas(process_id: int, out_dir: str) -> None:
 
     step = jax.jit(
         jax.shard_map(
-            local_step,
+            # each device's replica: a leading axis of 1 on its blocks
+            jax.vmap(local_step, in_axes=(0, axes, 0), out_axes=(0, axes)),
             mesh=mesh,
             in_specs=(params_specs, specs, params_specs),
             out_specs=(params_specs, specs),
@@ -271,7 +273,11 @@ def run_replicas(process_id: int, out_dir: str) -> None:
         np.savez(f"{out_dir}/result.npz", **arrays)
 
 
-MODES = {"lookahead": run_lookahead, "replicas": run_replicas}
+MODES = {
+    "lookahead": run_lookahead,
+    "replicas": run_replicas,
+    "replicas-overlapped": lambda process_id, out_dir: run_replicas(process_id, out_dir, 1),
+}
 
 
 def main() -> None:

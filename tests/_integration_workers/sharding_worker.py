@@ -16,6 +16,7 @@ import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
@@ -547,20 +548,63 @@ def _() -> str:
 #
 # A 4 x 2 mesh ("replica", "model"): 4 replicas, each holding a full copy of the params
 # sharded over its 2 "model" devices. The replicas are a leading axis of size 4 on every
-# params-shaped leaf (P("replica", ..., "model")); the counters are replicated (P()). The
-# gradient is elementwise (no collective over "model"), so the pseudo-gradient's pmean over
-# "replica" is the step's only collective. The reference simulates the 4 replicas on one
-# device with jax.vmap(axis_name="replica") of the same per-replica step.
+# state leaf but Lookahead's counters (P("replica", ..., "model") for params-shaped leaves,
+# P("replica") for the others: Adam's count, the outer path's fault counters); the counters
+# are replicated (P()). The gradient is elementwise (no collective over "model"), so the
+# pseudo-gradient's psum over "replica" is the step's only params-sized collective. The
+# reference simulates the 4 replicas on one device with jax.vmap(axis_name="replica") of the
+# same per-replica step.
 
 NUM_REPLICAS = 4
-REPLICA_SPECS = {"w": P("replica", None, "model"), "b": P("replica", "model")}
-REPLICA_TXS = {
-    "diloco": lambda: lookax.diloco(
-        lookax.adamw(0.05, weight_decay=0.1), sync_period=SYNC_PERIOD, replica_axis="replica"
+REPLICA_SHAPES = {"w": (8, 6), "b": (6,)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplicaRun:
+    """An outer-path optimizer over "replica" and when its fragments take their outer steps.
+
+    Fragment ``i`` of F syncs at the calls ``c`` with ``c % H == (i + 1) * H // F % H``;
+    its outer step (the slow weights' change) comes ``sync_delay`` calls later.
+    """
+
+    make_tx: Callable[[], optax.GradientTransformation]
+    sync_period: int = SYNC_PERIOD
+    fragments: int = 1
+    sync_delay: int = 0
+    fragment_of: tuple[tuple[str, int], ...] = (("w", 0), ("b", 0))
+
+    def outer_step_at(self, call: int, name: str) -> bool:
+        """Whether leaf ``name``'s slow weights take an outer step at call ``call``."""
+        i, h = dict(self.fragment_of)[name], self.sync_period
+        synced = call - self.sync_delay
+        return synced >= 1 and synced % h == (i + 1) * h // self.fragments % h
+
+
+def diloco_run(sync_period=SYNC_PERIOD, fragments=1, sync_delay=0, **options) -> ReplicaRun:
+    """DiLoCo over "replica"; with 2 fragments, "b" (6 elements) syncs first, then "w" (48)."""
+
+    def make_tx():
+        return lookax.diloco(
+            lookax.adamw(0.05, weight_decay=0.1),
+            sync_period=sync_period,
+            replica_axis="replica",
+            sync_delay=sync_delay,
+            fragments=fragments,
+            **options,
+        )
+
+    fragment_of = (("w", 1), ("b", 0)) if fragments == 2 else (("w", 0), ("b", 0))
+    return ReplicaRun(make_tx, sync_period, fragments, sync_delay, fragment_of)
+
+
+REPLICA_RUNS = {
+    "diloco": diloco_run(),
+    "lookahead": ReplicaRun(
+        lambda: lookax.lookahead(optax.adam(0.05), SYNC_PERIOD, 0.5, replica_axis="replica")
     ),
-    "lookahead": lambda: lookax.lookahead(
-        optax.adam(0.05), SYNC_PERIOD, 0.5, replica_axis="replica"
-    ),
+    "diloco-overlapped": diloco_run(sync_delay=1),  # outer steps at calls 4 and 7
+    "streaming": diloco_run(4, fragments=2),  # "b" at calls 2 and 6, "w" at 4
+    "streaming-overlapped": diloco_run(4, fragments=2, sync_delay=1),  # 3, 7; 5
 }
 
 
@@ -568,13 +612,16 @@ def make_replica_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((NUM_REPLICAS, 2), ("replica", "model"))
 
 
-def replica_problem():
+def replica_spec(shape: tuple[int, ...]) -> P:
+    """A stacked params leaf: over "replica", its last axis over "model"."""
+    return P("replica", *[None] * (len(shape) - 1), "model")
+
+
+def replica_problem(shapes: dict | None = None):
     """Identical starting params on every replica; targets that differ per replica and step."""
+    shapes = REPLICA_SHAPES if shapes is None else shapes
     rng = np.random.default_rng(11)
-    one = {
-        "w": rng.normal(size=(8, 6)).astype(np.float32),
-        "b": rng.normal(size=(6,)).astype(np.float32),
-    }
+    one = {k: rng.normal(size=shape).astype(np.float32) for k, shape in shapes.items()}
     params = {k: np.broadcast_to(v, (NUM_REPLICAS, *v.shape)).copy() for k, v in one.items()}
     shift = np.arange(NUM_REPLICAS, dtype=np.float32)
     targets = [
@@ -609,40 +656,50 @@ def replica_local_step(tx, average_grads: bool = False):
 def replica_state(tx, one: dict):
     """Host state for 4 replicas, its shard_map specs and its vmap axes.
 
-    Params-shaped subtrees (slow weights, moments, outer momentum) get a leading replica
-    axis; every other leaf (counters) is shared: P() / in_axes None.
+    Every leaf gets a leading replica axis (params-shaped leaves: their params' specs, the
+    others P("replica")) except Lookahead's counters, shared: P() / in_axes None.
     """
     one_state = jax.tree.map(np.asarray, tx.init(jax.device_put(one, jax.devices()[0])))
     # the workers' directory: on sys.path as a script, not when the tests import this module
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from _replica_state import stack_over_replicas
 
-    host_state, is_like = stack_over_replicas(one_state, jax.tree.structure(one), NUM_REPLICAS)
-    specs = jax.tree.map(
-        lambda node: dict(REPLICA_SPECS) if is_like(node) else P(), one_state, is_leaf=is_like
-    )
-    axes = jax.tree.map(
-        lambda node: dict.fromkeys(node, 0) if is_like(node) else None, one_state, is_leaf=is_like
-    )
-    # The counters are shared, the slow weights have a replica axis.
+    host_state, stacked = stack_over_replicas(one_state, NUM_REPLICAS)
+
+    def spec(path, leaf, is_stacked):
+        if not is_stacked:
+            return P()
+        name = getattr(path[-1], "key", None)
+        if name in one and np.shape(leaf) == one[name].shape:
+            return replica_spec(one[name].shape)
+        return P("replica")
+
+    specs = jax.tree_util.tree_map_with_path(spec, one_state, stacked)
+    axes = lookax.replica_axes(one_state)
+    # The counters are shared, the slow weights and fault counters have a replica axis.
     assert specs.count == P() and specs.phase == P() and axes.count is None
-    assert np.asarray(host_state.slow["w"]).shape == (NUM_REPLICAS, 8, 6)
+    assert specs.outer_state.dropped == P("replica")
+    for name, value in one.items():
+        assert host_state.slow[name].shape == (NUM_REPLICAS, *value.shape), name
     return host_state, specs, axes
 
 
-def replica_steps(tx_name: str, average_grads: bool = False):
+def replica_steps(run: ReplicaRun, average_grads: bool = False, shapes: dict | None = None):
     """(mesh, specs, sharded jitted step, vmapped jitted step, host params/state, targets)."""
-    tx = REPLICA_TXS[tx_name]()
+    tx = run.make_tx()
     mesh = make_replica_mesh()
-    one, host, targets = replica_problem()
+    one, host, targets = replica_problem(shapes)
+    params_specs = {k: replica_spec(v.shape) for k, v in one.items()}
     host_state, specs, axes = replica_state(tx, one)
     local_step = replica_local_step(tx, average_grads)
+    # Each device's replica (a leading axis of 1 on its blocks) under vmap, as in the README.
+    local = jax.vmap(local_step, in_axes=(0, axes, 0), out_axes=(0, axes))
     sharded = jax.jit(
         jax.shard_map(
-            local_step,
+            local,
             mesh=mesh,
-            in_specs=(REPLICA_SPECS, specs, REPLICA_SPECS),
-            out_specs=(REPLICA_SPECS, specs),
+            in_specs=(params_specs, specs, params_specs),
+            out_specs=(params_specs, specs),
         )
     )
     vmapped = jax.jit(
@@ -655,45 +712,64 @@ def put_specs(tree, mesh, specs):
     return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), tree, specs)
 
 
-def assert_replicas_synced(params, state, where: str) -> None:
-    """Right after a sync: slow weights bitwise equal over replicas, params within rounding."""
-    slow = lookax.slow_params(state, params)
-    for name in params:
-        s, p = np.asarray(slow[name]), np.asarray(params[name])
+def params_specs_of(host: dict) -> dict:
+    return {k: replica_spec(v.shape[1:]) for k, v in host.items()}
+
+
+def assert_replica_step(run: ReplicaRun, call: int, params, state, slow_before, where: str):
+    """After call ``call``: which slow weights moved, and where the replicas stand.
+
+    The slow weights are bitwise equal on the 4 replicas after every call, and change (all
+    replicas alike) exactly at their fragment's outer steps. Right after an exact outer step
+    (``sync_delay=0``) every replica's params are on them within rtol 1e-6; otherwise the
+    replicas differ (trained apart on their own data; after an overlapped outer step each
+    replica's params are the new slow weights plus its own inner update).
+    """
+    slow = jax.tree.map(np.asarray, lookax.slow_params(state, params))
+    moved = []
+    for name, p in params.items():
+        s, p = slow[name], np.asarray(p)
         for r in range(1, NUM_REPLICAS):
-            assert np.array_equal(s[r], s[0]), f"{where}: {name} slow of replica {r} != replica 0"
-        np.testing.assert_allclose(p, s, rtol=1e-6, atol=1e-7, err_msg=f"{where} {name}")
+            assert np.array_equal(s[r], s[0]), f"{where}: {name} slow of replica {r} != 0"
+        due = run.outer_step_at(call, name)
+        moved_here = not np.array_equal(s, slow_before[name])
+        assert moved_here == due, f"{where}: {name}'s slow weights moved: {moved_here}"
+        moved += [name] * due
+        if due and run.sync_delay == 0:
+            np.testing.assert_allclose(p, s, rtol=1e-6, atol=1e-7, err_msg=f"{where} {name}")
+        else:
+            assert not np.allclose(p[1], p[0]), f"{where}: {name} equal on replicas 0 and 1"
+    return slow, moved
 
 
-def replicas_shard_map_check(tx_name: str) -> str:
-    mesh, specs, sharded, vmapped, host, host_state, targets = replica_steps(tx_name)
-    params, state = put_specs(host, mesh, REPLICA_SPECS), put_specs(host_state, mesh, specs)
+def replicas_shard_map_check(run_name: str) -> str:
+    run = REPLICA_RUNS[run_name]
+    mesh, specs, sharded, vmapped, host, host_state, targets = replica_steps(run)
+    params_specs = params_specs_of(host)
+    params, state = put_specs(host, mesh, params_specs), put_specs(host_state, mesh, specs)
     device = jax.devices()[0]
     ref_params, ref_state = jax.device_put((host, host_state), device)
-    worst, syncs = 0.0, 0
+    slow, ref_slow = dict(host_state.slow), dict(host_state.slow)
+    worst, outer_steps = 0.0, []
     for i in range(NUM_STEPS):
-        params, state = sharded(params, state, put_specs(targets[i], mesh, REPLICA_SPECS))
+        params, state = sharded(params, state, put_specs(targets[i], mesh, params_specs))
         ref_params, ref_state = vmapped(ref_params, ref_state, jax.device_put(targets[i], device))
         for name, leaf in state.slow.items():
             assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
         worst = max(worst, assert_close_trees(params, ref_params, f"params after {i + 1}"))
         worst = max(worst, assert_close_trees(state, ref_state, f"state after {i + 1}"))
-        if (i + 1) % SYNC_PERIOD == 0:
-            assert_replicas_synced(params, state, f"shard_map, sync after step {i + 1}")
-            assert_replicas_synced(ref_params, ref_state, f"vmap, sync after step {i + 1}")
-            syncs += 1
-        else:  # between syncs the replicas train apart on their own data
-            w = np.asarray(params["w"])
-            assert not np.allclose(w[1], w[0]), f"replicas equal after step {i + 1}"
-    assert syncs == 2
-    assert int(state.count) == NUM_STEPS and int(state.phase) == NUM_STEPS % SYNC_PERIOD
-    # the slow weights moved away from the initial params
-    assert not np.allclose(np.asarray(state.slow["w"]), host["w"])
-    return f"{syncs} syncs; max abs diff vs vmap reference {worst:.3g}"
+        slow, moved = assert_replica_step(run, i + 1, params, state, slow, f"shard_map {i + 1}")
+        ref_slow, _ = assert_replica_step(run, i + 1, ref_params, ref_state, ref_slow, "vmap")
+        if moved:
+            outer_steps.append(f"{i + 1}:{'+'.join(moved)}")
+    assert len(outer_steps) >= 2, outer_steps
+    assert int(state.count) == NUM_STEPS and int(state.phase) == NUM_STEPS % run.sync_period
+    assert not np.asarray(lookax.replica_health(state).dropped).any()
+    return f"outer steps (call:leaves) {outer_steps}; max abs diff vs vmap reference {worst:.3g}"
 
 
-for tx_name in REPLICA_TXS:
-    check(f"replicas[shard_map-{tx_name}]")(lambda n=tx_name: replicas_shard_map_check(n))
+for run_name in REPLICA_RUNS:
+    check(f"replicas[shard_map-{run_name}]")(lambda n=run_name: replicas_shard_map_check(n))
 
 
 # --- HLO: the replica all-reduce lives only inside the sync branch. ----------------------
@@ -789,15 +865,22 @@ def expand_replica_groups(line: str) -> list[list[int]]:
     return ids.reshape(shape).tolist()
 
 
-def compiled_replica_step(tx_name: str, average_grads: bool = False):
-    """The HLO text of the compiled shard_map step, and its mesh."""
-    mesh, specs, sharded, _, host, host_state, targets = replica_steps(tx_name, average_grads)
+def lowered_replica_step(run: ReplicaRun, average_grads=False, shapes: dict | None = None):
+    """The lowered shard_map step (StableHLO by ``.as_text()``), and its mesh."""
+    mesh, specs, sharded, _, host, host_state, targets = replica_steps(run, average_grads, shapes)
+    params_specs = params_specs_of(host)
     args = (
-        put_specs(host, mesh, REPLICA_SPECS),
+        put_specs(host, mesh, params_specs),
         put_specs(host_state, mesh, specs),
-        put_specs(targets[0], mesh, REPLICA_SPECS),
+        put_specs(targets[0], mesh, params_specs),
     )
-    return sharded.lower(*args).compile().as_text(), mesh
+    return sharded.lower(*args), mesh
+
+
+def compiled_replica_step(run: ReplicaRun, average_grads=False, shapes: dict | None = None):
+    """The HLO text of the compiled shard_map step, and its mesh."""
+    lowered, mesh = lowered_replica_step(run, average_grads, shapes)
+    return lowered.compile().as_text(), mesh
 
 
 def collectives_by_place(text: str):
@@ -827,38 +910,62 @@ def collectives_by_place(text: str):
     return in_branches, elsewhere, branch_roots
 
 
-def replicas_hlo_check(tx_name: str) -> str:
-    text, mesh = compiled_replica_step(tx_name)
+FLOAT_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2}
+PARAMS_SIZED = 64  # bytes: above every scalar all-reduce's (count, fingerprint, ok flags)
+
+
+def all_reduce_float_bytes(line: str) -> int:
+    """The float bytes an all-reduce instruction returns (a tuple's elements summed)."""
+    match = re.match(r"\s*(?:ROOT\s+)?%[\w.\-]+\s*=\s*(.*?)\s*all-reduce(?:-start)?\(", line)
+    assert match, line
+    total = 0
+    for dtype, dims in re.findall(r"\b(f64|f32|bf16|f16)\[([\d,]*)\]", match.group(1)):
+        total += FLOAT_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d]))
+    return total
+
+
+def mesh_groups(mesh: jax.sharding.Mesh, axis: int) -> list[list[int]]:
+    """The partition ids (positions in the mesh's device list) of a reduction over ``axis``."""
+    position = np.arange(mesh.devices.size).reshape(mesh.devices.shape)
+    groups = np.moveaxis(position, axis, -1).reshape(-1, mesh.devices.shape[axis])
+    return sorted(sorted(g) for g in groups.tolist())
+
+
+def replicas_hlo_check(tx_name: str, control: bool = True) -> str:
+    text, mesh = compiled_replica_step(REPLICA_RUNS[tx_name])
     in_branches, elsewhere, branch_roots = collectives_by_place(text)
     assert branch_roots, "no conditional in the compiled step"
     assert not elsewhere, "collectives outside a conditional branch:\n" + "\n".join(
         f"{name}: {line.strip()[:300]}" for name, _, line in elsewhere
     )
     all_reduces = [c for c in in_branches if c[1] in ("all-reduce", "all-reduce-start")]
-    assert all_reduces, "no all-reduce in the compiled step"
     assert len(all_reduces) == len(in_branches), [c[1] for c in in_branches]
-    # Each all-reduce reduces over "replica": groups of 4 devices that share a "model" index
-    # (device ids as partition numbers: positions in the mesh's device list).
-    position = {d.id: i for i, d in enumerate(mesh.devices.flat)}
-    expected = sorted(
-        sorted(position[d.id] for d in mesh.devices[:, j]) for j in range(mesh.devices.shape[1])
-    )
+    # The params-sized all-reduces reduce over "replica": groups of 4 devices that share a
+    # "model" index. The scalar ones (the contributor count and the slow weights' fingerprint
+    # over "replica", a replica's finiteness flags over its 2 "model" devices) are small.
+    over_replica, over_model = mesh_groups(mesh, 0), mesh_groups(mesh, 1)
+    params_sized = [c for c in all_reduces if all_reduce_float_bytes(c[2]) > PARAMS_SIZED]
+    assert params_sized, "no params-sized all-reduce in the compiled step"
     for _, _, line in all_reduces:
         groups = sorted(sorted(g) for g in expand_replica_groups(line))
-        assert groups == expected, (groups, expected, line.strip()[:400])
-
+        large = all_reduce_float_bytes(line) > PARAMS_SIZED
+        allowed = [over_replica] if large else [over_replica, over_model]
+        assert groups in allowed, (groups, allowed, line.strip()[:400])
+    detail = (
+        f"{len(params_sized)} params-sized and {len(all_reduces) - len(params_sized)} scalar "
+        f"all-reduce(s), only in {sorted({c[0] for c in all_reduces})} (conditional branches: "
+        f"{sorted(branch_roots)})"
+    )
+    if not control:
+        return detail
     # Negative control: the same parse flags a step that averages its gradients over
     # "replica" (forbidden with replicas), an all-reduce outside the branch on every step.
-    control_text, _ = compiled_replica_step(tx_name, average_grads=True)
+    control_text, _ = compiled_replica_step(REPLICA_RUNS[tx_name], average_grads=True)
     _, control_elsewhere, _ = collectives_by_place(control_text)
     assert any(op.startswith("all-reduce") for _, op, _ in control_elsewhere), (
         "the parse missed the per-step gradient all-reduce of the control"
     )
-    return (
-        f"{len(all_reduces)} all-reduce(s), groups {expected}, only in "
-        f"{sorted({c[0] for c in all_reduces})} (conditional branches: {sorted(branch_roots)}); "
-        f"control: {len(control_elsewhere)} collective(s) outside the branches"
-    )
+    return f"{detail}; control: {len(control_elsewhere)} collective(s) outside the branches"
 
 
 SYNTHETIC_HLO = """HloModule m
@@ -911,8 +1018,105 @@ def _() -> str:
     return "branch syntaxes, transitive calls and replica-group forms parsed"
 
 
-for tx_name in REPLICA_TXS:
+for tx_name in ("diloco", "lookahead"):
     check(f"replicas_hlo[{tx_name}]")(lambda n=tx_name: replicas_hlo_check(n))
+
+
+check("replicas_hlo[overlapped]")(lambda: replicas_hlo_check("diloco-overlapped", control=False))
+
+
+# --- HLO: Streaming DiLoCo, one all-reduce per fragment, each in its own branch. ----------
+#
+# Three leaves whose fragments differ in size (per-device blocks of 20, 8 x 5 and 16 x 5
+# floats), so the bytes a branch all-reduces name the fragment it belongs to. The fragments
+# (contiguous in leaf order, about equal element counts): F=2 {a, b} {c}; F=3 {a} {b} {c}.
+STREAMING_SHAPES = {"a": (40,), "b": (8, 10), "c": (16, 10)}
+STREAMING_FRAGMENTS = {2: {"a": 0, "b": 0, "c": 1}, 3: {"a": 0, "b": 1, "c": 2}}
+
+
+def top_level_branch_bytes(text: str) -> dict[str, int]:
+    """Params-sized float bytes all-reduced under each branch of an outermost conditional.
+
+    The outermost conditionals are the ones reachable from ENTRY without entering a branch;
+    a branch's bytes include the conditionals nested in it.
+    """
+    computations, entry = parse_hlo(text)
+    edges = call_edges(computations)
+    outside = reachable([entry], edges, follow_branches=False)
+    roots = set().union(*(edges[name][0] for name in outside))
+    out = {}
+    for root in sorted(roots):
+        sizes = [
+            all_reduce_float_bytes(line)
+            for name in reachable([root], edges, follow_branches=True)
+            for op, line in computations[name]
+            if op in ("all-reduce", "all-reduce-start")
+        ]
+        out[root] = sum(b for b in sizes if b > PARAMS_SIZED)
+    return out
+
+
+def streaming_hlo(fragments: int) -> str:
+    run = diloco_run(6, fragments=fragments)  # 6: divisible by both F
+    text, _ = compiled_replica_step(run, shapes=STREAMING_SHAPES)
+    _, elsewhere, _ = collectives_by_place(text)
+    assert not elsewhere, "collectives outside a conditional branch:\n" + "\n".join(
+        f"{name}: {line.strip()[:300]}" for name, _, line in elsewhere
+    )
+    expected = [0] * fragments  # per device: the last axis split over the 2 "model" devices
+    for name, i in STREAMING_FRAGMENTS[fragments].items():
+        expected[i] += 4 * int(np.prod(STREAMING_SHAPES[name])) // 2
+    assert len(set(expected)) == fragments, expected
+    per_branch = {root: b for root, b in top_level_branch_bytes(text).items() if b}
+    assert sorted(per_branch.values()) == sorted(expected), (per_branch, expected)
+    fragment_of = {b: expected.index(b) for b in per_branch.values()}
+    return f"F={fragments}: " + ", ".join(
+        f"{root} = fragment {fragment_of[b]} ({b} B)"
+        for root, b in sorted(per_branch.items(), key=lambda item: fragment_of[item[1]])
+    )
+
+
+@check("replicas_hlo[streaming]")
+def _() -> str:
+    return "; ".join(streaming_hlo(fragments) for fragments in (2, 3))
+
+
+# --- HLO: communication_dtype, the lowered all-reduce in bf16. ---------------------------
+
+
+def stablehlo_all_reduces(text: str) -> list[list[tuple[tuple[int, ...], str]]]:
+    """Each ``stablehlo.all_reduce``'s operands as (shape, element type)."""
+    found = []
+    pattern = r'"stablehlo\.all_reduce"\(.*?\}\) : \(([^)]*)\) ->'
+    for operands in re.findall(pattern, text, flags=re.S):
+        found.append(
+            [
+                (tuple(int(d) for d in dims.split("x") if d), dtype)
+                for dims, dtype in re.findall(r"tensor<((?:\d+x)*)(\w+)>", operands)
+            ]
+        )
+    return found
+
+
+@check("replicas_hlo[bf16-communication]")
+def _() -> str:
+    lowered, _ = lowered_replica_step(diloco_run(communication_dtype=jnp.bfloat16))
+    blocks = {(1, 8, 3), (1, 3)}  # one replica's params blocks on a device, under vmap
+    operands = [o for ops in stablehlo_all_reduces(lowered.as_text()) for o in ops]
+    params_sized = [(shape, dtype) for shape, dtype in operands if shape in blocks]
+    assert {shape for shape, dtype in params_sized if dtype == "bf16"} == blocks, operands
+    assert all(dtype == "bf16" for _, dtype in params_sized), params_sized
+    compiled = [
+        re.sub(r"\{[\d,]*\}", "", line.split("=", 1)[1].split("all-reduce(")[0]).strip()
+        for line in lowered.compile().as_text().splitlines()
+        if re.search(r"=.*\ball-reduce(-start)?\(", line)
+    ]
+    large = [c for c in compiled if re.search(r"(f32|bf16)\[1,8,3\]", c)]
+    assert large, compiled
+    return (
+        f"lowered: params-sized all_reduce operands {sorted(params_sized)}; compiled (XLA:CPU) "
+        f"params-sized all-reduce: {large} (every all-reduce: {compiled})"
+    )
 
 
 if __name__ == "__main__":
