@@ -355,13 +355,15 @@ def _outer_steps(
     state: Any,
     alpha: jax.Array | None,
 ) -> tuple[list[Any], OuterState, list[Any] | None]:
-    """Each fragment's outer step, in its own ``lax.cond`` on ``due[i]``.
+    """Each fragment's outer step, inside conditionals on ``due[i]``.
 
     ``fast_parts`` add up to the fast weights: ``(params,)`` (the overlapped step)
-    or ``(params, u)`` (the exact step). Only the fragment's leaves, its outer
-    state and scalar counters cross its cond. The exact step's cond also returns
-    the fragment's updates (``slow' - params`` at its sync, ``u`` otherwise), so
-    the updates are written next to the new slow weights.
+    or ``(params, u)`` (the exact step). Per fragment a first ``lax.cond`` checks
+    the replicas (scalars out: finite pseudo-gradients, how many, agreeing slow
+    weights), then a second one, taken when the fragment is due and some replica
+    is finite, makes the outer step. Only the fragment's leaves, its outer state
+    and scalars cross them. The exact step's second cond also returns the
+    fragment's updates (``slow' - params`` after its outer step, ``u`` otherwise).
 
     Returns:
       The slow weights' leaves, the outer state, and the updates' leaves (exact
@@ -374,17 +376,15 @@ def _outer_steps(
     updates = list(fast_parts[1]) if len(fast_parts) == 2 else None
     for i in range(plan.count):
         members = plan.members(i)
-        operands = (
-            tuple([part[j] for j in members] for part in fast_parts),
-            [slow[j] for j in members],
-            per_fragment[i],
-            health,
-        )
-        new_slow, per_fragment[i], health, *landing = jax.lax.cond(
-            due[i],
-            _FragmentStep(path, plan, i, alpha),
-            lambda ops: (*ops[1:], *ops[0][1:]),  # the exact step: u
-            operands,
+        step = _FragmentStep(path, plan, i, alpha)
+        parts = tuple([part[j] for j in members] for part in fast_parts)
+        slow_i = [slow[j] for j in members]
+        ok, contributors, health = step.check(due[i], parts, slow_i, health)
+        new_slow, per_fragment[i], *landing = jax.lax.cond(
+            due[i] & (contributors > 0),
+            step,
+            lambda ops: (ops[1], ops[2], *ops[0][1:]),  # the exact step: u
+            (parts, slow_i, per_fragment[i], ok, contributors),
         )
         for k, j in enumerate(members):
             slow[j] = new_slow[k]
@@ -395,38 +395,62 @@ def _outer_steps(
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _FragmentStep:
-    """The sync branch of fragment ``index``: check the replicas, average, one outer step."""
+    """Fragment ``index``'s sync: check the replicas, average, one outer step."""
 
     path: OuterPath
     plan: FragmentPlan
     index: int
     alpha: jax.Array | None
 
-    def __call__(self, operands: Any) -> Any:
-        fast_parts, slow, outer_state, (dropped, _, diverged) = operands
-        ok = self._finite(self._delta(fast_parts, slow))
-        contributors = self._contributors(ok)
-        step_operands = (fast_parts, slow, outer_state, ok, contributors)
-        if self.path.drop_nonfinite:
-            # No finite replica: no outer step. The cond takes what the outer one took.
-            new_slow, new_outer, *landing = jax.lax.cond(
-                contributors > 0, self._step, self._no_step, step_operands
-            )
-        else:
-            new_slow, new_outer, *landing = self._step(step_operands)
-        health = (
-            dropped + (~ok).astype(jnp.int32),
-            ~ok,
-            diverged + self._slow_weights_disagree(slow),
-        )
-        # Inside shard_map the branches must agree on which mesh axes values vary over.
-        out = vary_like((new_slow, new_outer, health), operands[1:])
-        return (*out, *landing)
+    def check(
+        self, due: jax.Array, fast_parts: Any, slow: list[Any], health: tuple[Any, ...]
+    ) -> tuple[jax.Array, jax.Array, tuple[Any, ...]]:
+        """(this replica is finite, how many are, the health counters after).
 
-    def _no_step(self, operands: Any) -> tuple[Any, ...]:
-        """A sync with no finite replica: no outer step; the exact step lands on ``slow``."""
-        fast_parts, slow, outer_state, _, _ = operands
-        return (slow, outer_state, *self._landing(fast_parts, slow))
+        A ``lax.cond`` on ``due``: it reads the fragment and all-reduces scalars.
+        Without replicas and without the finite check there is nothing to check.
+        """
+        axis = self.path.replica_axis
+        if not self.path.drop_nonfinite and axis is None:
+            return jnp.asarray(True), jnp.asarray(1, jnp.int32), health
+
+        def run(operands: Any) -> Any:
+            fast_parts, slow, (dropped, _, diverged) = operands
+            ok = self._finite(self._delta(fast_parts, slow))
+            counters = (
+                dropped + (~ok).astype(jnp.int32),
+                ~ok,
+                diverged + self._slow_weights_disagree(slow),
+            )
+            # Inside shard_map the branches must agree on which mesh axes values vary over.
+            return vary_like(ok, health[1]), self._contributors(ok), vary_like(counters, health)
+
+        def skip(operands: Any) -> Any:
+            return vary_like(jnp.asarray(True), health[1]), jnp.asarray(0, jnp.int32), health
+
+        checked: tuple[jax.Array, jax.Array, tuple[Any, ...]]
+        checked = jax.lax.cond(due, run, skip, (fast_parts, slow, health))
+        return checked
+
+    def __call__(self, operands: Any) -> Any:
+        """The average of the finite replicas' ``delta`` (one all-reduce), then the outer step."""
+        fast_parts, slow, outer_state, ok, contributors = operands
+        path = self.path
+        delta = self._delta(fast_parts, slow)
+        if path.drop_nonfinite:
+            delta = [jnp.where(ok, d, jnp.zeros([], d.dtype)) for d in delta]
+        sent = delta
+        if path.communication_dtype is not None:
+            sent = [d.astype(_wire_dtype(path.communication_dtype, d.dtype)) for d in delta]
+        total = sent if path.replica_axis is None else jax.lax.psum(sent, path.replica_axis)
+        mean = [
+            t.astype(d.dtype) / jnp.maximum(contributors, 1).astype(d.dtype)
+            for t, d in zip(total, delta, strict=True)
+        ]
+        new_slow, new_outer = self._apply((mean, slow, outer_state))
+        # Inside shard_map the branches must agree on which mesh axes values vary over.
+        new_slow, new_outer = vary_like((new_slow, new_outer), (slow, outer_state))
+        return (new_slow, new_outer, *self._landing(fast_parts, new_slow))
 
     @staticmethod
     def _landing(fast_parts: tuple[list[Any], ...], slow: list[Any]) -> tuple[list[Any], ...]:
@@ -460,25 +484,6 @@ class _FragmentStep:
             return jnp.asarray(1 if axis is None else jax.lax.psum(1, axis), jnp.int32)
         count = ok.astype(jnp.int32)
         return count if axis is None else jax.lax.psum(count, axis)
-
-    def _step(self, operands: Any) -> tuple[Any, ...]:
-        """The average of the finite replicas' ``delta`` (one all-reduce), then the outer step."""
-        fast_parts, slow, outer_state, ok, contributors = operands
-        path = self.path
-        delta = self._delta(fast_parts, slow)
-        if path.drop_nonfinite:
-            delta = [jnp.where(ok, d, jnp.zeros([], d.dtype)) for d in delta]
-        sent = delta
-        if path.communication_dtype is not None:
-            sent = [d.astype(_wire_dtype(path.communication_dtype, d.dtype)) for d in delta]
-        total = sent if path.replica_axis is None else jax.lax.psum(sent, path.replica_axis)
-        mean = [
-            t.astype(d.dtype) / jnp.maximum(contributors, 1).astype(d.dtype)
-            for t, d in zip(total, delta, strict=True)
-        ]
-        new_slow, new_outer = self._apply((mean, slow, outer_state))
-        new_slow, new_outer = vary_like((new_slow, new_outer), (slow, outer_state))
-        return (new_slow, new_outer, *self._landing(fast_parts, new_slow))
 
     def _apply(self, operands: Any) -> tuple[list[jax.Array], Any]:
         """One outer step on the fragment's slow weights: ``slow + outer(mean)``."""
