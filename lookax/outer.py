@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from lookax._jax_compat import vary_like, varying_axes
+from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation_extra_args, safe_increment
 
 __all__ = ["OuterState", "ReplicaHealth", "replica_health"]
@@ -381,8 +382,8 @@ def _outer_steps(
         slow_i = [slow[j] for j in members]
         ok, contributors, health = step.check(due[i], parts, slow_i, health)
         new_slow, per_fragment[i], *landing = jax.lax.cond(
-            due[i] & (contributors > 0),
-            step,
+            due[i],
+            step.unless_none_finite,
             lambda ops: (ops[1], ops[2], *ops[0][1:]),  # the exact step: u
             (parts, slow_i, per_fragment[i], ok, contributors),
         )
@@ -431,6 +432,18 @@ class _FragmentStep:
         checked: tuple[jax.Array, jax.Array, tuple[Any, ...]]
         checked = jax.lax.cond(due, run, skip, (fast_parts, slow, health))
         return checked
+
+    def unless_none_finite(self, operands: Any) -> Any:
+        """The outer step, skipped (the exact step: updates ``u``) with no finite replica.
+
+        A cond of its own inside the sync branch: under ``jax.vmap`` inside
+        ``jax.shard_map`` the count can come out batched, and the cond a select.
+        """
+        if not self.path.drop_nonfinite:
+            return self(operands)
+        return jax.lax.cond(
+            operands[4] > 0, self, lambda ops: (ops[1], ops[2], *ops[0][1:]), operands
+        )
 
     def __call__(self, operands: Any) -> Any:
         """The average of the finite replicas' ``delta`` (one all-reduce), then the outer step."""
