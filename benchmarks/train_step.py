@@ -18,9 +18,10 @@ params and optimizer state donated::
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-That step's time is the number a user feels, and DESIGN.md section 6 asks for
-Lookahead / plain <= 1.03 on it. It is measured here on two Flax (linen) models
-with random synthetic data (fixed seed, no downloads): a ResNet-18-shaped CNN
+That step's time is the number a user feels, and the design's goal for it is
+Lookahead / plain <= 1.03 (docs/design.md, "Goals and where they stand"). It is
+measured here on two Flax (linen) models with random synthetic data (fixed seed,
+no downloads): a ResNet-18-shaped CNN
 (GroupNorm instead of BatchNorm, so the step is a pure function of params and
 batch) on 32x32x3 inputs, batch 32, and a decoder-only transformer LM (4 layers,
 d_model 256, 4 heads, sequence 128, vocabulary 1024, batch 8), each with
@@ -89,7 +90,7 @@ from step_time import (  # noqa: E402
 
 import lookax  # noqa: E402
 
-GOAL = 1.03  # DESIGN.md section 6: whole training step, Lookahead / plain
+GOAL = 1.03  # docs/design.md's goal: whole training step, Lookahead / plain
 PLAIN, LOOKAHEAD = "plain", "lookahead"
 INNERS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "adam(1e-3)": lambda: optax.adam(1e-3),

@@ -1,4 +1,4 @@
-"""The deferred slow write (DESIGN.md section 2): what it promises and what it compiles to.
+"""The deferred slow write (docs/design.md): what it promises and what it compiles to.
 
 The slow weights are written one call after a sync, from the params the sync's updates
 produced. These tests pin the consequences: params and slow weights bitwise equal after

@@ -7,7 +7,7 @@ the test runs it for 200 steps on the stored problem (gradient ``c * (p - target
 per leaf, computed from the stored arrays) in one jitted ``lax.scan`` and compares, per leaf and
 at every stored step, ``max|lookax - torch| / max|torch|``:
 
-- float32, in this process: below ``FLOAT32_TOLERANCE`` (DESIGN.md section 3: 1e-5);
+- float32, in this process: below ``FLOAT32_TOLERANCE`` (1e-5, as docs/porting.md states);
 - float64, in one subprocess with ``jax_enable_x64`` (never enabled in the pytest process):
   below ``FLOAT64_TOLERANCE``;
 - complex64 and complex128 (tests/fixtures/torch_trajectories_{complex64,complex128}.npz: a

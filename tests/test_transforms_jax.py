@@ -1,4 +1,4 @@
-"""lookax.lookahead under JAX's transformations (issue 4 bullet 3).
+"""lookax.lookahead under JAX's transformations (docs/getting-started.md, "Where it works").
 
 jax.jit with params and state donated; jax.vmap over seeds (and what it costs: with a batched
 counter the sync's lax.cond becomes a select that runs both branches); jax.eval_shape(tx.init)

@@ -692,7 +692,7 @@ def replica_steps(run: ReplicaRun, average_grads: bool = False, shapes: dict | N
     params_specs = {k: replica_spec(v.shape) for k, v in one.items()}
     host_state, specs, axes = replica_state(tx, one)
     local_step = replica_local_step(tx, average_grads)
-    # Each device's replica (a leading axis of 1 on its blocks) under vmap, as in the README.
+    # Each device's replica (a leading axis of 1 on its blocks) under vmap, as in docs/replicas.md.
     local = jax.vmap(local_step, in_axes=(0, axes, 0), out_axes=(0, axes))
     sharded = jax.jit(
         jax.shard_map(
