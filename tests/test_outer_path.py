@@ -461,6 +461,24 @@ def test_bf16_communication_within_bf16_rounding_of_the_reference(sync_delay):
     assert 1e-5 < difference < 1e-2
 
 
+def test_bf16_communication_with_fragments():
+    setting = Setting(4, "sgdm", 6, sync_delay=1, fragment_ids=(0, 1, 1), bf16=True)
+    assert_matches(setting, 14, rtol=1e-2)
+
+
+def test_float8_communication_runs_and_rounds_to_float8():
+    """An 8-bit all-reduce (XLA:CPU accepts float8_e4m3fn; it sums in float16)."""
+    setting = Setting(4, "adam", 3)
+    tx = lookax.diloco(
+        lookax.adam(LR), 3, OUTER_LR, OUTER_MOMENTUM, replica_axis="replica",
+        communication_dtype=jnp.float8_e4m3fn,
+    )  # fmt: skip
+    f8 = run_both(setting, 10, tx=tx)[0][0]
+    f32 = run_both(setting, 10)[0][0]
+    difference = np.max(np.abs(f8 - f32)) / np.max(np.abs(f32))
+    assert np.all(np.isfinite(f8)) and 1e-4 < difference < 0.2
+
+
 def test_replicas_started_apart_are_reported():
     tx = make_tx(Setting(4, "sgdm", 2))
     params = unflat(jnp.zeros(13))
