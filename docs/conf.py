@@ -44,8 +44,13 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax (3.2.2) shipped with the site, copied into _build/html/_static/mathjax/: the
+    # pages render their math offline, with no script from a CDN ([docs] extra).
+    "sphinx-mathjax-offline",
     "myst_nb",  # Markdown pages (MyST) and the notebooks, with their committed outputs
 ]
+# What sphinx-mathjax-offline sets too, said here: the bundled MathJax, under _static/.
+mathjax_path = "mathjax/tex-chtml.js"
 
 # --------------------------------------------------------------------------
 # Strictness.
@@ -60,6 +65,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(collections\.abc|typing)\..*"),
     (r"py:.*", r"(Any|Callable|Literal|NamedTuple|None|Ellipsis)"),
     (r"py:class", r"(int|float|bool|str|tuple|list|dict|frozenset|type|object)"),
+    # lookax.mnist1d re-exports from the private lookax._mnist1d, whose other names (e.g.
+    # TrainCarry, in make_segment's signature) are not documented.
+    (r"py:class", r"lookax\._mnist1d\..*"),
 ]
 
 # --------------------------------------------------------------------------
@@ -93,6 +101,24 @@ autodoc_member_order = "bysource"
 add_function_parentheses = False
 autodoc_type_aliases = {
     "InnerStateOnSync": "lookax.InnerStateOnSync",
+    # The names lookax's annotations use, shown as written (autodoc evaluates the
+    # annotations, and would print optax's Params as the whole ArrayTree Union); the local
+    # aliases are spelled out by _spell_out_aliases below.
+    **{
+        name: name
+        for name in (
+            "jax.Array",
+            "optax.GradientTransformation",
+            "optax.GradientTransformationExtraArgs",
+            "optax.OptState",
+            "optax.Params",
+            "optax.Schedule",
+            "optax.Updates",
+            "ScalarOrSchedule",
+            "Mask",
+            "LeafKey",
+        )
+    },
 }
 
 # --------------------------------------------------------------------------
@@ -198,9 +224,8 @@ def _check_public_api(app: Any, env: Any) -> None:
             logger.warning("lookax.%s has no docstring", name, location="api")
 
 
-# Type aliases that lookax's signatures use, spelled out. (autodoc cannot evaluate the
-# annotations, because optax's ``Params`` is a forward reference it cannot resolve, so
-# it would print the bare alias names.)
+# Type aliases that lookax's signatures use, spelled out (autodoc_type_aliases above keeps
+# their bare names, which autodoc would otherwise print expanded).
 _SIGNATURE_ALIASES = {
     "ScalarOrSchedule": "float | jax.Array | optax.Schedule",
     "Mask": "Any | Callable[[optax.Params], Any] | None",
@@ -214,6 +239,9 @@ _ARRAY_LIKE = r" \| ".join(
     + ["bool", "int", "float", "complex"]
 )
 _SCHEDULE_PATTERN = re.compile(rf"~?[\w.]*Callable\[\[{_ARRAY_LIKE}\], {_ARRAY_LIKE}\]")
+# An autodoc_type_aliases name inside a Union (``optax.OptState | None``) prints as
+# ``TypeAliasForwardRef('optax.OptState')``: back to the bare name.
+_FORWARD_REF_PATTERN = re.compile(r"~?[\w.]*TypeAliasForwardRef\('([^']*)'\)")
 
 
 def _spell_out_aliases(
@@ -228,6 +256,7 @@ def _spell_out_aliases(
     def spell(text: str | None) -> str | None:
         if text is None:
             return None
+        text = _FORWARD_REF_PATTERN.sub(r"\1", text)
         text = _SCHEDULE_PATTERN.sub("optax.Schedule", text)
         return _ALIAS_PATTERN.sub(lambda match: _SIGNATURE_ALIASES[match.group(1)], text)
 

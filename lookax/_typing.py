@@ -18,6 +18,13 @@ import optax
 
 StateT = TypeVar("StateT")
 
+# optax's ``Params``, ``Updates`` and ``OptState`` are its ``ArrayTree``: a recursive Union
+# holding the forward reference ``'ArrayTree'``, which ``typing.get_type_hints`` evaluates in
+# the globals of the module whose annotations use the alias. So every lookax module annotated
+# with them imports this name (``from lookax._typing import ArrayTree as ArrayTree``), and
+# ``typing.get_type_hints(lookax.adam)`` resolves. It is optax's own alias, not a new type.
+ArrayTree = optax.Params
+
 
 def gradient_transformation(
     init_fn: Callable[[optax.Params], StateT],

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation_extra_args
 
 __all__ = ["GroupedState", "GroupingPlan", "grouped", "ungroup"]

@@ -19,6 +19,7 @@ import optax
 
 from lookax import outer as outer_path
 from lookax._jax_compat import vary_like
+from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation_extra_args, safe_increment
 from lookax._validation import (
     _state_dtype_for,
@@ -291,7 +292,10 @@ def lookahead(
 
     Args:
       inner: the inner ("fast") optimizer. Extra arguments given to ``update``
-        are passed on to it.
+        are passed on to it. Gradient accumulation goes outside, so that
+        Lookahead counts real steps, not micro-batches:
+        ``optax.MultiSteps(lookax.lookahead(inner, ...), every_k_schedule=n)``
+        (an ``optax.MultiSteps`` as ``inner`` raises ``ValueError``).
       sync_period: k, an integer >= 1 (any integer dtype).
       slow_step_size: alpha in [0, 1], or an optax schedule evaluated at the
         step count (the number of ``update`` calls so far, 0-based, as optax
@@ -356,10 +360,12 @@ def lookahead(
       Zhang, Lucas, Hinton, Ba, `Lookahead Optimizer: k steps forward, 1 step
       back <https://arxiv.org/abs/1907.08610>`_, NeurIPS 2019 (Algorithm 1).
     """
+    _check_inner(inner)
     slow_step_size, slow_dtype = _check_lookahead_arguments(
         sync_period, slow_step_size, inner_state_on_sync, slow_dtype, outer, replica_axis
     )
     inner = optax.with_extra_args_support(inner)
+    check_update_arguments = functools.partial(_check_update_arguments, inner=inner)
     alpha_at = functools.partial(_alpha_at, slow_step_size)
     on_outer_path = outer is not None or replica_axis is not None
     sync_delay, fragments = _check_outer_path_arguments(
@@ -391,7 +397,7 @@ def lookahead(
             slow_dtype=slow_dtype,
         )
         return outer_path.outer_lookahead(
-            path, _copy_tree, _check_floating_params, _check_update_arguments, LookaheadState
+            path, _copy_tree, _check_floating_params, check_update_arguments, LookaheadState
         )
     interpolate = inner_state_on_sync == "interpolate"
 
@@ -413,8 +419,8 @@ def lookahead(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, LookaheadState]:
-        _check_update_arguments(updates, state, params)
-        assert params is not None  # for type checkers: _check_update_arguments raised
+        check_update_arguments(updates, state, params)
+        assert params is not None  # for type checkers: check_update_arguments raised
         state = _catch_up(state, params, inner, inner_state_on_sync, alpha_at)
         inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         is_sync = state.phase + 1 >= sync_period
@@ -504,7 +510,26 @@ def _sync_pending(state: LookaheadState) -> jax.Array:
     return (jnp.asarray(state.phase) == 0) & (jnp.asarray(state.count) > 0)
 
 
-def _check_update_arguments(updates: Any, state: Any, params: Any) -> None:
+def _check_inner(inner: Any) -> None:
+    """Refuses an ``optax.MultiSteps`` as the inner optimizer.
+
+    Its ``update`` runs once per micro-batch, so Lookahead would count
+    micro-batches and sync in the middle of an accumulation. ``MultiSteps``
+    gives either itself or a transformation whose ``init`` is its bound method.
+    """
+    owner = getattr(getattr(inner, "init", None), "__self__", None)
+    if isinstance(inner, optax.MultiSteps) or isinstance(owner, optax.MultiSteps):
+        raise ValueError(
+            "lookahead: inner is an optax.MultiSteps, whose update runs once per "
+            "micro-batch, so Lookahead would count micro-batches and sync in the middle "
+            "of an accumulation. Put MultiSteps outside: "
+            "optax.MultiSteps(lookax.lookahead(inner, ...), every_k_schedule=n)"
+        )
+
+
+def _check_update_arguments(
+    updates: Any, state: Any, params: Any, inner: optax.GradientTransformation
+) -> None:
     if params is None:
         raise ValueError(
             "lookahead: update() requires params (the current fast weights): "
@@ -518,6 +543,57 @@ def _check_update_arguments(updates: Any, state: Any, params: Any) -> None:
         )
     _check_same_structure("updates", updates, "params", params)
     _check_same_structure("params", params, "state.slow", state.slow)
+    _check_inner_state(inner, state.inner_state, params)
+
+
+def _is_array_leaf(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float | complex)
+
+
+def _check_inner_state(inner: optax.GradientTransformation, inner_state: Any, params: Any) -> None:
+    """Refuses an inner state of another optimizer (``lookahead(sgd)``'s for ``lookahead(adam)``).
+
+    Its tree structure is compared with that of ``inner.init(params)``, traced
+    abstractly (``jax.eval_shape``: nothing runs, and under ``jit`` only at trace
+    time). Where the exact structures differ, the node types are compared in
+    order, so that static data (a :func:`lookax.grouped` plan made from placed
+    arrays) and the number of its buffers do not count. A state whose leaves are
+    not arrays (wrapped by a framework) is not checked.
+    """
+    if not all(_is_array_leaf(leaf) for leaf in jax.tree.leaves(inner_state)):
+        return
+    try:
+        expected: Any = jax.tree.structure(jax.eval_shape(inner.init, params))
+    except Exception:  # an init that cannot be traced abstractly: nothing to compare with
+        return
+    got: Any = jax.tree.structure(inner_state)  # Any: jaxlib ships no stubs for PyTreeDef
+    if expected == got or _node_types(expected) == _node_types(got):
+        return
+    raise ValueError(
+        "lookahead: the state's inner_state belongs to another optimizer: its tree "
+        "structure is not the one the inner optimizer's init gives (a state made by another "
+        "optimizer's init, or restored from another optimizer's checkpoint?)\n"
+        f"  inner.init(params): {_shortened(expected)}\n"
+        f"  state.inner_state:  {_shortened(got)}"
+    )
+
+
+def _node_types(treedef: Any) -> list[type]:
+    """The types of a tree structure's nodes (leaves left out), depth first."""
+    data = treedef.node_data()
+    if data is None:
+        return []
+    types = [data[0]]
+    for child in treedef.children():
+        types.extend(_node_types(child))
+    return types
+
+
+def _shortened(treedef: Any, limit: int = 600) -> str:
+    text = str(treedef)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 2]} ... {text[-limit // 2 :]} ({treedef.num_leaves} leaves)"
 
 
 def _is_deferred(param: Any, slow: Any) -> bool:
@@ -779,7 +855,9 @@ def _outermost_lookahead_states(opt_state: optax.OptState) -> list[LookaheadStat
     return found
 
 
-def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -> Any:
+def slow_params(
+    opt_state: optax.OptState, params: optax.Params, *, keep_slow_dtype: bool = False
+) -> Any:
     r"""The current slow weights of the Lookahead inside ``opt_state``, as a full params tree.
 
     Searches any (nested) optimizer state: ``optax.chain``, ``optax.masked``,
@@ -796,15 +874,24 @@ def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -
     runs, and the params elsewhere, in the params' dtypes. It is jit- and
     vmap-friendly (with batched counters the choice is made per batch element).
 
+    Wider slow weights (``lookahead(..., slow_dtype=jnp.float32)`` over bf16
+    params) hold the unrounded target; by default they come back rounded to the
+    params' dtype, the model one evaluates. ``keep_slow_dtype=True`` returns them
+    in their own dtype instead (e.g. to export float32 weights, or to continue
+    from them); leaves where no Lookahead runs are the params either way.
+
     Args:
       opt_state: an optimizer state containing at least one ``LookaheadState``.
       params: the current params (the fast weights the state was updated with).
+      keep_slow_dtype: return each slow leaf in the slow weights' dtype
+        (``slow_dtype``) rather than cast to its param's dtype.
 
     Returns:
-      A tree with the params' structure, shapes and dtypes.
+      A tree with the params' structure and shapes; the params' dtypes, or with
+      ``keep_slow_dtype=True`` the slow weights' dtypes where Lookahead runs.
 
     Raises:
-      TypeError: if ``params`` is missing.
+      TypeError: if ``params`` is ``None``.
       ValueError: if ``opt_state`` holds no ``LookaheadState``, or the slow
         weights do not line up with ``params``.
 
@@ -814,6 +901,14 @@ def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -
       >>> params = {"w": jnp.ones(3)}
       >>> state = tx.init(params)
       >>> eval_params = lookax.slow_params(state, params)
+
+      Float32 slow weights over bf16 params, in float32:
+
+      >>> tx = lookax.lookahead(optax.adam(1e-3), slow_dtype=jnp.float32)
+      >>> params = {"w": jnp.ones(3, jnp.bfloat16)}
+      >>> state = tx.init(params)
+      >>> lookax.slow_params(state, params, keep_slow_dtype=True)["w"].dtype
+      dtype('float32')
     """
     if params is None:
         raise TypeError(
@@ -839,13 +934,16 @@ def slow_params(opt_state: optax.OptState, params: optax.Params | None = None) -
         pending = _sync_pending(state) if state.outer_state is None else None
         for i, (slow, param) in enumerate(zip(slow_leaves, base_leaves, strict=True)):
             if not _is_masked_node(slow):
-                merged[i] = _current_slow_leaf(pending, param, slow)
+                merged[i] = _current_slow_leaf(pending, param, slow, keep_slow_dtype)
     return jax.tree.unflatten(base_def, merged)
 
 
-def _current_slow_leaf(pending: jax.Array | None, param: Any, slow: Any) -> jax.Array:
+def _current_slow_leaf(
+    pending: jax.Array | None, param: Any, slow: Any, keep_slow_dtype: bool = False
+) -> jax.Array:
     if pending is None or not _is_deferred(param, slow):
-        return jnp.asarray(slow).astype(jnp.result_type(param))
+        stored: jax.Array = jnp.asarray(slow)
+        return stored if keep_slow_dtype else stored.astype(jnp.result_type(param))
     # With batched counters (jax.vmap over seeds) ``pending`` has the leading axes.
     pending = jnp.reshape(pending, pending.shape + (1,) * (jnp.ndim(slow) - pending.ndim))
     return jnp.where(pending, param, slow)

@@ -59,6 +59,7 @@ from typing import Any
 import jax
 import optax
 
+from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation, gradient_transformation_extra_args
 from lookax._validation import (
     _validate_flag,

@@ -1,4 +1,4 @@
-"""lookax.lookahead composed with optax's wrappers (DESIGN.md section 4, issue 4 bullet 1).
+"""lookax.lookahead composed with optax's wrappers (docs/getting-started.md, "Where it works").
 
 optax.chain (clipping before lookahead, lookahead after a stateful transform), optax.MultiSteps
 (k counts real optimizer steps), optax.masked / optax.multi_transform (Lookahead on a subset,
@@ -17,7 +17,7 @@ import pytest
 
 import lookax
 
-# The hand-checkable trajectory of DESIGN.md section 2: theta0 = 1, gradient 1 at every step,
+# The hand-checkable trajectory of docs/lookahead.md: theta0 = 1, gradient 1 at every step,
 # inner SGD(0.1), k = 3, alpha = 0.5.
 HAND_TRAJECTORY = [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60]
 

@@ -1,4 +1,4 @@
-"""Dtypes, shapes and bad input (issue 4 bullet 7; DESIGN.md sections 4 and 5).
+"""Dtypes, shapes and bad input (docs/design.md, "State dtypes and structure").
 
 bf16 params, mixed-dtype trees, scalar leaves, empty trees and None leaves work; integer leaves
 and mismatched trees are rejected with messages that name the problem; sync timing survives the
@@ -243,6 +243,92 @@ def test_a_state_that_is_not_a_lookahead_state_is_rejected():
         tx.update(params, optax.adam(0.1).init(params), params)
     with pytest.raises(TypeError, match="got dict"):  # e.g. a checkpoint restored untargeted
         tx.update(params, tx.init(params)._asdict(), params)
+
+
+def test_the_state_of_another_inner_optimizer_is_rejected_naming_both():
+    params = {"w": jnp.ones(2)}
+    sgd_state = lookax.lookahead(lookax.sgd(0.1, momentum=0.9), 3).init(params)
+    tx = lookax.lookahead(lookax.adam(0.1), 3)
+    for update in (tx.update, jax.jit(tx.update)):  # at trace time under jit
+        with pytest.raises(ValueError, match="inner_state belongs to another optimizer") as raised:
+            update(params, sgd_state, params)
+        assert "ScaleByAdamState" in str(raised.value)  # what the inner optimizer's init gives
+        assert "ScaleByMomentumState" in str(raised.value)  # what the state holds
+    # The outer path (outer=, replicas) runs the same check.
+    outer = lookax.lookahead(lookax.adam(0.1), 4, outer=optax.sgd(0.7, momentum=0.9))
+    other = lookax.lookahead(lookax.sgd(0.1, momentum=0.9), 4, outer=optax.sgd(0.7))
+    with pytest.raises(ValueError, match="inner_state belongs to another optimizer"):
+        outer.update(params, other.init(params), params)
+    diloco = lookax.diloco(lookax.adam(0.1), 4, replica_axis="replica")
+    sgd_states = jax.vmap(lookax.diloco(optax.sgd(0.1), 4).init)(lookax.stack_replicas(params, 2))
+    with pytest.raises(ValueError, match="inner_state belongs to another optimizer"):
+        stacked = lookax.stack_replicas(params, 2)
+        jax.vmap(diloco.update, axis_name="replica")(stacked, sgd_states, stacked)
+
+
+def test_structures_in_that_error_are_shortened_for_big_trees():
+    params = {f"layer_{i:03d}": jnp.ones(2) for i in range(400)}
+    sgd_state = lookax.lookahead(optax.sgd(0.1, momentum=0.9)).init(params)
+    with pytest.raises(ValueError, match="belongs to another optimizer") as raised:
+        lookax.lookahead(optax.adam(0.1)).update(params, sgd_state, params)
+    assert len(str(raised.value)) < 2000 and "leaves)" in str(raised.value)
+
+
+def test_inner_states_of_the_same_optimizer_pass_the_check():
+    params = {"w": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(2)}
+    inners = [
+        optax.inject_hyperparams(optax.adam)(learning_rate=0.1),
+        optax.chain(optax.clip_by_global_norm(1.0), lookax.adam(0.1)),
+        optax.masked(lookax.adam(0.1), {"w": True, "b": False}),
+        optax.apply_if_finite(lookax.radam(0.1), 3),
+        lookax.lookahead(lookax.sgd(0.1, momentum=0.9), 2),  # nested
+    ]
+    for inner in inners:
+        tx = lookax.lookahead(inner, 2)
+        # made from float32 params, updated with bf16 ones: dtypes are not structure
+        state = tx.init(jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params))
+        for _ in range(3):
+            _, state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), state, params)
+
+
+def test_a_grouped_plan_that_tracing_cannot_see_passes_the_check():
+    # lookax.grouped fixes its plan at init from the placed arrays (e.g. keeping sharded
+    # leaves apart), which jax.eval_shape of init does not see: the buffers differ, the
+    # optimizer is the same. Here a key tells traced leaves from placed ones.
+    key = lambda leaf: None if isinstance(leaf, jax.core.Tracer) else "together"  # noqa: E731
+    tx = lookax.lookahead(lookax.grouped(optax.adam(0.1), key=key), 2)
+    params = {"a": jnp.ones(3), "b": jnp.ones(3)}
+    state = tx.init(params)
+    traced = jax.eval_shape(tx.init, params)
+    assert jax.tree.structure(state.inner_state) != jax.tree.structure(traced.inner_state)
+    for _ in range(3):
+        updates, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+        params = optax.apply_updates(params, updates)
+    assert np.all(np.isfinite(np.asarray(params["a"])))
+
+
+@pytest.mark.parametrize("as_transformation", [False, True])
+def test_multisteps_inside_lookahead_is_refused_naming_the_fix(as_transformation):
+    accumulating = optax.MultiSteps(optax.adam(0.1), every_k_schedule=4)
+    inner = accumulating.gradient_transformation() if as_transformation else accumulating
+    fix = "optax.MultiSteps(lookax.lookahead(inner, ...), every_k_schedule=n)"
+    with pytest.raises(ValueError, match=re.escape(fix)):
+        lookax.lookahead(inner, 2)
+    with pytest.raises(ValueError, match="MultiSteps"):
+        lookax.diloco(inner, 2)
+
+
+def test_multisteps_outside_lookahead_counts_real_steps():
+    tx = optax.MultiSteps(lookax.lookahead(optax.sgd(0.1), 2, 0.5), every_k_schedule=3)
+    params = jnp.array(1.0)
+    state = tx.init(params)
+    for _ in range(6):  # six micro-batches: two real steps, one sync
+        updates, state = tx.update(jnp.array(1.0), state, params)
+        params = optax.apply_updates(params, updates)
+    assert int(state.inner_opt_state.count) == 2
+    # fast 1 -> .9 -> .8; at the sync the slow weights move to 1 + .5 (.8 - 1) = .9
+    np.testing.assert_allclose(params, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(lookax.slow_params(state, params), 0.9, rtol=1e-6)
 
 
 def test_missing_params_are_rejected():

@@ -1,7 +1,7 @@
-"""lookax with Flax (issue 4 bullet 2): linen TrainState, nnx.Optimizer, evaluating on the slow
-weights in one line each, and an end-to-end run training a small Flax model.
+"""lookax with Flax: linen TrainState, nnx.Optimizer, evaluating on the slow weights in one
+line each, and an end-to-end run training a small Flax model.
 
-The two documented one-liners (README "Evaluating on the slow weights"):
+The two documented one-liners (docs/lookahead.md, "Evaluating on the slow weights"):
 
     # linen / TrainState
     logits = state.apply_fn({"params": lookax.slow_params(state.opt_state, state.params)}, x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import chex
 import jax
@@ -598,11 +599,53 @@ def test_slow_params_in_a_chain_and_nested_lookahead():
     chex.assert_trees_all_equal(state.slow, state.inner_state.slow)
 
 
-def test_slow_params_without_params_says_why():
+def test_slow_params_requires_params_and_says_why():
     tx = lookax.lookahead(optax.sgd(0.1), 2)
     state = tx.init(jnp.ones(3))
-    with pytest.raises(TypeError, match="needs params"):
+    params = inspect.signature(lookax.slow_params).parameters["params"]
+    assert params.default is inspect.Parameter.empty  # required, as the signature says
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'params'"):
         lookax.slow_params(state)
+    with pytest.raises(TypeError, match="needs params"):
+        lookax.slow_params(state, None)
+
+
+def _lookahead_state(opt_state):
+    is_state = lambda node: isinstance(node, lookax.LookaheadState)  # noqa: E731
+    (state,) = [node for node in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(node)]
+    return state
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_slow_params_in_the_slow_dtype_on_request(jit):
+    # bf16 leaves keep float32 slow weights (written at the sync), a float32 leaf's are taken
+    # from the params one call after it, and a leaf without Lookahead is the params.
+    params = {
+        "bf16": jnp.asarray([1.0, -2.0, 3.0], jnp.bfloat16),
+        "f32": jnp.ones(2),
+        "plain": jnp.ones(2, jnp.bfloat16),
+    }
+    lookahead = lookax.lookahead(optax.adam(0.01), 2, 0.37, slow_dtype=jnp.float32)
+    labels = {"bf16": "lookahead", "f32": "lookahead", "plain": "plain"}
+    tx = optax.multi_transform({"lookahead": lookahead, "plain": optax.sgd(0.1)}, labels)
+    slow_params = functools.partial(lookax.slow_params, keep_slow_dtype=True)
+    if jit:
+        slow_params = jax.jit(slow_params)
+    for steps, pending in ((2, True), (3, False)):  # right after the sync; one call later
+        trained, state = _trained(tx, params, steps=steps)
+        wide, narrow = slow_params(state, trained), lookax.slow_params(state, trained)
+        slow = _lookahead_state(state).slow
+        assert {name: leaf.dtype for name, leaf in wide.items()} == {
+            "bf16": jnp.float32,
+            "f32": jnp.float32,
+            "plain": jnp.bfloat16,
+        }
+        chex.assert_trees_all_equal(wide["bf16"], slow["bf16"])  # unrounded
+        assert not np.array_equal(wide["bf16"], wide["bf16"].astype(jnp.bfloat16).astype(float))
+        chex.assert_trees_all_equal(narrow["bf16"], slow["bf16"].astype(jnp.bfloat16))
+        chex.assert_trees_all_equal(wide["f32"], trained["f32"] if pending else slow["f32"])
+        chex.assert_trees_all_equal(wide["f32"], narrow["f32"])
+        chex.assert_trees_all_equal(wide["plain"], trained["plain"])
 
 
 def test_slow_params_fills_untouched_leaves_from_params():
