@@ -104,8 +104,11 @@ def outer_lookahead(
             optax.EmptyState() if path.outer is None else path.outer.init(plan.tree(i, slow_leaves))
             for i in range(plan.count)
         )
+
         # A fresh buffer per counter: a training step may donate the whole state.
-        zero = lambda dtype=jnp.int32: jnp.zeros([], dtype)  # noqa: E731
+        def zero(dtype: Any = jnp.int32) -> jax.Array:
+            return jnp.zeros([], dtype)
+
         return state_type(
             count=zero(),
             phase=zero(),
@@ -140,6 +143,7 @@ def _exact_update(
     """``sync_delay=0``: a fragment's outer step at its sync call, on ``params + u``."""
     inner_state = _reset_inner_state(path, clock, state.outer_state.left_out, state, params)
     u, inner_state = path.inner.update(grads, inner_state, params, **extra)
+    treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p, treedef = jax.tree.flatten(params)
     slow, outer_state, updates = _outer_steps(
         path, plan, clock.sync, (p, treedef.flatten_up_to(u)), state, path.alpha_at(state.count)
@@ -163,6 +167,7 @@ def _overlapped_update(
     the pending call takes the outer step in a ``lax.cond`` that sees only the
     params, the slow weights and the outer state, and returns ``u + (slow' - params)``.
     """
+    treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p, treedef = jax.tree.flatten(params)
     left_out = state.outer_state.left_out  # by the outer step of the previous call
     slow, outer_state, _ = _outer_steps(
@@ -550,7 +555,8 @@ def _all_over_other_axes(ok: jax.Array, leaves: list[jax.Array], replica_axis: A
     other = _other_axes(leaves, replica_axis)
     if not other:
         return ok
-    return jax.lax.pmin(ok.astype(jnp.int32), other) > 0
+    combined: jax.Array = jax.lax.pmin(ok.astype(jnp.int32), other) > 0
+    return combined
 
 
 def _reset_inner_state(
