@@ -367,38 +367,26 @@ def lookahead(
     inner = optax.with_extra_args_support(inner)
     check_update_arguments = functools.partial(_check_update_arguments, inner=inner)
     alpha_at = functools.partial(_alpha_at, slow_step_size)
-    on_outer_path = outer is not None or replica_axis is not None
-    sync_delay, fragments = _check_outer_path_arguments(
-        on_outer_path, sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments
-    )
-    if on_outer_path:
-        if inner_state_on_sync == "interpolate":
-            raise ValueError(
-                "lookahead: inner_state_on_sync='interpolate' moves the inner state by plain "
-                "Lookahead's alpha; with outer= or replica_axis= use 'keep' or 'reset'"
-            )
-        if inner_state_on_sync == "reset" and fragments != 1:
-            raise ValueError(
-                f"lookahead: inner_state_on_sync='reset' with fragments={fragments!r}: the inner "
-                "state's counters (e.g. Adam's step count) are shared by every leaf, so a reset "
-                "of one fragment is undefined; use 'keep'"
-            )
-        path = outer_path.OuterPath(
-            inner=inner,
-            outer=outer,
-            alpha_at=alpha_at,
-            sync_period=sync_period,
-            replica_axis=replica_axis,
+    if outer is not None or replica_axis is not None:
+        path = outer_path.OuterPath.of(
+            inner,
+            outer,
+            alpha_at,
+            sync_period,
+            replica_axis,
+            inner_state_on_sync,
+            slow_dtype,
             sync_delay=sync_delay,
-            drop_nonfinite=True if drop_nonfinite is None else drop_nonfinite,
+            drop_nonfinite=drop_nonfinite,
             communication_dtype=communication_dtype,
             fragments=fragments,
-            reset_inner=inner_state_on_sync == "reset",
-            slow_dtype=slow_dtype,
         )
         return outer_path.outer_lookahead(
             path, _copy_tree, _check_floating_params, check_update_arguments, LookaheadState
         )
+    outer_path.refuse_on_plain_lookahead(
+        sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments
+    )
     interpolate = inner_state_on_sync == "interpolate"
 
     def init_fn(params: optax.Params) -> LookaheadState:
@@ -646,81 +634,6 @@ def _check_lookahead_arguments(
         )
     # A precision: complex params get the complex dtype of it, real params the real one.
     return slow_step_size, _validate_state_dtype("slow_dtype", slow_dtype)
-
-
-def _check_outer_path_arguments(
-    on_outer_path: bool,
-    sync_period: Any,
-    sync_delay: Any,
-    drop_nonfinite: Any,
-    communication_dtype: Any,
-    fragments: Any,
-) -> tuple[int, Any]:
-    """The outer path's options: valid values, and only where there is an outer path.
-
-    ``optax.inject_hyperparams`` passes every numeric argument, defaults included,
-    as an array, traced under ``jit``: plain Lookahead ignores a traced
-    ``sync_delay`` or ``fragments``; the outer path needs them static.
-    """
-    sync_delay = _static_int("sync_delay", sync_delay, on_outer_path)
-    fragments = _static_int("fragments", fragments, on_outer_path)
-    if sync_delay is None:  # traced, on plain Lookahead
-        sync_delay, fragments = 0, 1
-    if isinstance(sync_delay, bool) or sync_delay not in (0, 1):
-        raise ValueError(f"lookahead: sync_delay must be 0 or 1, got {sync_delay!r}")
-    if drop_nonfinite is not None and not isinstance(drop_nonfinite, bool):
-        raise ValueError(
-            f"lookahead: drop_nonfinite must be None or a bool, got {drop_nonfinite!r}"
-        )
-    if communication_dtype is not None:
-        try:
-            is_float = jnp.issubdtype(jnp.dtype(communication_dtype), jnp.floating)
-        except TypeError:
-            is_float = False
-        if not is_float:
-            raise ValueError(
-                "lookahead: communication_dtype must be a floating dtype (e.g. jnp.bfloat16) "
-                f"or None, got {communication_dtype!r}"
-            )
-    if isinstance(fragments, bool) or (isinstance(fragments, int) and fragments < 1):
-        raise ValueError(
-            f"lookahead: fragments must be an int >= 1, a tree of fragment ids or a callable, "
-            f"got {fragments!r}"
-        )
-    if isinstance(fragments, int):
-        outer_path.check_period_divisible(sync_period, fragments)
-    if on_outer_path:
-        return sync_delay, fragments
-    given = {
-        "sync_delay": (sync_delay, 0),
-        "drop_nonfinite": (drop_nonfinite, None),
-        "communication_dtype": (communication_dtype, None),
-        "fragments": (fragments, 1),
-    }
-    for name, (value, default) in given.items():
-        if value is not default and not (isinstance(value, int) and value == default):
-            raise ValueError(
-                f"lookahead: {name}={value!r} applies to the outer path only (pass outer= or "
-                "replica_axis=); plain Lookahead already makes its slow step at the price of "
-                "the inner step"
-            )
-    return sync_delay, fragments
-
-
-def _static_int(name: str, value: Any, on_outer_path: bool) -> Any:
-    """A concrete integer scalar as a Python int; a traced one as None (plain path only)."""
-    if not isinstance(value, jax.Array | np.ndarray | np.generic):
-        return value
-    if isinstance(value, jax.core.Tracer):
-        if on_outer_path:
-            raise ValueError(
-                f"lookahead: {name} is traced, but the outer path needs it static; under "
-                f"optax.inject_hyperparams pass static_args=({name!r}, ...)"
-            )
-        return None
-    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.integer):
-        raise ValueError(f"lookahead: {name} must be an integer, got {value!r}")
-    return int(value)
 
 
 def _sync_updates(

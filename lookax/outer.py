@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lookax._jax_compat import vary_like, varying_axes
@@ -84,6 +85,53 @@ class OuterPath:
     fragments: Any
     reset_inner: bool
     slow_dtype: Any
+
+    @classmethod
+    def of(
+        cls,
+        inner: optax.GradientTransformationExtraArgs,
+        outer: optax.GradientTransformation | None,
+        alpha_at: Callable[[jax.Array], jax.Array | None],
+        sync_period: Any,
+        replica_axis: Any,
+        inner_state_on_sync: str,
+        slow_dtype: Any,
+        **options: Any,
+    ) -> OuterPath:
+        """The path ``lookahead``'s arguments describe, checked (``ValueError`` naming one)."""
+        sync_delay, fragments = _check_options(True, sync_period, **options)
+        if inner_state_on_sync == "interpolate":
+            raise ValueError(
+                "lookahead: inner_state_on_sync='interpolate' moves the inner state by plain "
+                "Lookahead's alpha; with outer= or replica_axis= use 'keep' or 'reset'"
+            )
+        if inner_state_on_sync == "reset" and fragments != 1:
+            raise ValueError(
+                f"lookahead: inner_state_on_sync='reset' with fragments={fragments!r}: the inner "
+                "state's counters (e.g. Adam's step count) are shared by every leaf, so a reset "
+                "of one fragment is undefined; use 'keep'"
+            )
+        drop = options["drop_nonfinite"]
+        return cls(
+            inner=inner,
+            outer=outer,
+            alpha_at=alpha_at,
+            sync_period=sync_period,
+            replica_axis=replica_axis,
+            sync_delay=sync_delay,
+            drop_nonfinite=True if drop is None else drop,
+            communication_dtype=options["communication_dtype"],
+            fragments=fragments,
+            reset_inner=inner_state_on_sync == "reset",
+            slow_dtype=slow_dtype,
+        )
+
+
+def refuse_on_plain_lookahead(
+    sync_period: Any, sync_delay: Any, drop_nonfinite: Any, communication_dtype: Any, fragments: Any
+) -> None:
+    """Plain Lookahead: the outer path's options must keep their defaults."""
+    _check_options(False, sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments)
 
 
 def outer_lookahead(
@@ -348,6 +396,81 @@ def check_period_divisible(sync_period: Any, fragments: int) -> None:
             f"lookahead: sync_period={int(sync_period)} must be divisible by the number of "
             f"fragments ({fragments}), so the fragments sync evenly spread over each period"
         )
+
+
+def _check_options(
+    on_outer_path: bool,
+    sync_period: Any,
+    sync_delay: Any,
+    drop_nonfinite: Any,
+    communication_dtype: Any,
+    fragments: Any,
+) -> tuple[int, Any]:
+    """The outer path's options: valid values, and only where there is an outer path.
+
+    ``optax.inject_hyperparams`` passes every numeric argument, defaults included,
+    as an array, traced under ``jit``: plain Lookahead ignores a traced
+    ``sync_delay`` or ``fragments``; the outer path needs them static.
+    """
+    sync_delay = _static_int("sync_delay", sync_delay, on_outer_path)
+    fragments = _static_int("fragments", fragments, on_outer_path)
+    if sync_delay is None:  # traced, on plain Lookahead
+        sync_delay, fragments = 0, 1
+    if isinstance(sync_delay, bool) or sync_delay not in (0, 1):
+        raise ValueError(f"lookahead: sync_delay must be 0 or 1, got {sync_delay!r}")
+    if drop_nonfinite is not None and not isinstance(drop_nonfinite, bool):
+        raise ValueError(
+            f"lookahead: drop_nonfinite must be None or a bool, got {drop_nonfinite!r}"
+        )
+    if communication_dtype is not None:
+        try:
+            is_float = jnp.issubdtype(jnp.dtype(communication_dtype), jnp.floating)
+        except TypeError:
+            is_float = False
+        if not is_float:
+            raise ValueError(
+                "lookahead: communication_dtype must be a floating dtype (e.g. jnp.bfloat16) "
+                f"or None, got {communication_dtype!r}"
+            )
+    if isinstance(fragments, bool) or (isinstance(fragments, int) and fragments < 1):
+        raise ValueError(
+            f"lookahead: fragments must be an int >= 1, a tree of fragment ids or a callable, "
+            f"got {fragments!r}"
+        )
+    if isinstance(fragments, int):
+        check_period_divisible(sync_period, fragments)
+    if on_outer_path:
+        return sync_delay, fragments
+    given = {
+        "sync_delay": (sync_delay, 0),
+        "drop_nonfinite": (drop_nonfinite, None),
+        "communication_dtype": (communication_dtype, None),
+        "fragments": (fragments, 1),
+    }
+    for name, (value, default) in given.items():
+        if value is not default and not (isinstance(value, int) and value == default):
+            raise ValueError(
+                f"lookahead: {name}={value!r} applies to the outer path only (pass outer= or "
+                "replica_axis=); plain Lookahead already makes its slow step at the price of "
+                "the inner step"
+            )
+    return sync_delay, fragments
+
+
+def _static_int(name: str, value: Any, on_outer_path: bool) -> Any:
+    """A concrete integer scalar as a Python int; a traced one as None (plain path only)."""
+    if not isinstance(value, jax.Array | np.ndarray | np.generic):
+        return value
+    if isinstance(value, jax.core.Tracer):
+        if on_outer_path:
+            raise ValueError(
+                f"lookahead: {name} is traced, but the outer path needs it static; under "
+                f"optax.inject_hyperparams pass static_args=({name!r}, ...)"
+            )
+        return None
+    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.integer):
+        raise ValueError(f"lookahead: {name} must be an integer, got {value!r}")
+    return int(value)
 
 
 # --- The outer steps ---------------------------------------------------------------------
