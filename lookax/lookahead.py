@@ -387,6 +387,20 @@ def lookahead(
     outer_path.refuse_on_plain_lookahead(
         sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments
     )
+    return _plain_lookahead(
+        inner, sync_period, alpha_at, inner_state_on_sync, slow_dtype, check_update_arguments
+    )
+
+
+def _plain_lookahead(
+    inner: optax.GradientTransformationExtraArgs,
+    sync_period: Any,
+    alpha_at: Callable[[jax.Array], jax.Array | None],
+    inner_state_on_sync: str,
+    slow_dtype: Any,
+    check_update_arguments: Callable[..., None],
+) -> optax.GradientTransformationExtraArgs:
+    """Plain Lookahead's ``init`` and ``update``: catch up, inner step, the sync's updates."""
     interpolate = inner_state_on_sync == "interpolate"
 
     def init_fn(params: optax.Params) -> LookaheadState:
