@@ -6,7 +6,7 @@ Language Models") claims that M replicas which train apart for H inner steps and
 then take one outer Nesterov step on their averaged pseudo-gradient reach the
 quality of synchronous data parallelism while communicating a fraction (1/H) of
 what it does. This script puts that claim to a small, fully reproducible test
-with ``lookax.diloco`` (issue 11's evidence):
+with ``lookax.diloco``:
 
 - data: MNIST-1D (Greydanus 2020), generated offline by ``mnist1d``'s
   ``make_dataset()`` (``lookax._mnist1d.load_mnist1d``) with 25,000 sequences
@@ -51,6 +51,16 @@ with ``lookax.diloco`` (issue 11's evidence):
   order, so differences are paired by seed; DiLoCo, SlowMo and Lookahead are
   evaluated on their slow weights (``lookax.slow_params``).
 
+Beside the headline table, DiLoCo with one outer-path option changed, each at the
+inner learning rate chosen for DiLoCo at its H (so the per-seed difference isolates
+the option): ``sync_delay=1`` at every H; ``communication_dtype=bfloat16`` at H =
+20; Streaming DiLoCo (``fragments=2`` and ``4``) at H = 20 and 200. And a fault
+run at H = 20: replica 1's gradients NaN at steps 300-302, with
+``drop_nonfinite=False``, with ``drop_nonfinite=True``, with it and the recovery
+line (a replica whose ``lookax.replica_health(state).dropped`` went up is put back
+on ``lookax.slow_params(state, params)``), and with ``optax.apply_if_finite(inner,
+5)`` inside.
+
 Bytes all-reduced per step are read from the compiled HLO, not computed from a
 formula: each method's training step (one seed, one global batch) is compiled
 under ``jax.shard_map`` on a 4-device CPU mesh (this script sets
@@ -59,15 +69,20 @@ every ``all-reduce`` instruction is found and its operand bytes (shape x dtype
 size) summed; an all-reduce inside a conditional's branch (DiLoCo's sync) runs
 once every H steps, so bytes per step = bytes outside any branch + bytes inside
 branches / H. It is the payload each replica contributes to the all-reduce, not
-the wire traffic of a particular all-reduce algorithm.
+the wire traffic of a particular all-reduce algorithm. The same count is made on
+the lowered StableHLO (``stablehlo.all_reduce`` ops and their operand types),
+which keeps the dtype the program asks for: XLA:CPU's compiler widens a bf16
+all-reduce to f32. The peak bytes at one step are every step's all-reduces plus
+the heaviest single conditional's: one sync (one fragment's, for Streaming DiLoCo).
 
 Usage::
 
-  python benchmarks/replicas.py           # 5 seeds, 800 steps: about 8 minutes on 2 cores
-  python benchmarks/replicas.py --quick   # 2 seeds, 40 steps, H in {2, 5}, one lr: < 1 minute
+  python benchmarks/replicas.py           # 5 seeds, 800 steps: 6-10 minutes on 2 shared cores
+  python benchmarks/replicas.py --quick   # 2 seeds, 40 steps, H in {2, 4}, one lr: 1-6 minutes
   python benchmarks/replicas.py --seeds 3 --steps 400 --out /tmp/replicas
 
-``--quick`` also uses 2,000 sequences (1,600 training, 400 test) and compiles
+``--quick`` also uses 2,000 sequences (1,600 training, 400 test), runs the option
+and fault rows at H = 4 (faults at steps 15-17) and compiles
 with ``--xla_backend_optimization_level=0``: it checks that everything runs, its
 numbers mean little.
 
@@ -140,16 +155,39 @@ class Settings:
     periods: tuple[int, ...]  # DiLoCo's H values
     learning_rates: tuple[float, ...]
     quick: bool
+    option_period: int  # the H of the bf16 all-reduce and of the fault runs
+    streaming_periods: tuple[int, ...]  # the H values of Streaming DiLoCo (divisible by F)
+
+    @property
+    def fault_steps(self) -> tuple[int, int]:
+        """[start, stop): the steps at which replica 1's gradients are NaN (300-302 of 800)."""
+        start = 3 * self.steps // 8
+        return start, start + 3
 
 
 @dataclass(frozen=True)
 class Method:
     kind: str
     period: int | None  # H (sync period) where there is one
+    # DiLoCo's outer-path options and the fault runs' settings, as (name, value) pairs:
+    # sync_delay, communication_dtype (a dtype name), fragments, drop_nonfinite (lookax.diloco's
+    # keywords); nan_fault (replica 1's gradients NaN at Settings.fault_steps), recover (its
+    # params put back on the slow weights after a drop), apply_if_finite (wraps the inner step).
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
-        return KINDS[self.kind][0]
+        opts = dict(self.options)
+        if "fragments" in opts:
+            return f"Streaming DiLoCo F={opts['fragments']}"
+        if "nan_fault" in opts:
+            return "DiLoCo, NaN fault: " + fault_variant(opts)
+        words = [KINDS[self.kind][0]]
+        if "sync_delay" in opts:
+            words.append(f"sync_delay={opts['sync_delay']}")
+        if "communication_dtype" in opts:
+            words.append(f"{opts['communication_dtype']} all-reduce")
+        return ", ".join(words)
 
     @property
     def replicas(self) -> int:
@@ -174,10 +212,53 @@ def methods(settings: Settings) -> list[Method]:
     ]
 
 
-def make_tx(kind: str, learning_rate: Any, period: Any) -> optax.GradientTransformation:
+STREAMING_FRAGMENTS = (2, 4)
+FAULT_VARIANTS: tuple[tuple[tuple[str, Any], ...], ...] = (
+    (("drop_nonfinite", False),),
+    (("drop_nonfinite", True),),
+    (("drop_nonfinite", True), ("recover", True)),
+    (("apply_if_finite", 5),),
+)
+
+
+def option_methods(settings: Settings) -> list[Method]:
+    """DiLoCo with one outer-path option changed, each run at DiLoCo's chosen lr at that H."""
+    out = [Method("diloco", h, (("sync_delay", 1),)) for h in settings.periods]
+    out.append(Method("diloco", settings.option_period, (("communication_dtype", "bfloat16"),)))
+    for fragments in STREAMING_FRAGMENTS:
+        out += [
+            Method("diloco", h, (("fragments", fragments),)) for h in settings.streaming_periods
+        ]
+    return out
+
+
+def fault_methods(settings: Settings) -> list[Method]:
+    """DiLoCo at ``option_period`` with replica 1's gradients NaN for three steps."""
+    return [
+        Method("diloco", settings.option_period, (("nan_fault", True), *variant))
+        for variant in FAULT_VARIANTS
+    ]
+
+
+def fault_variant(opts: dict[str, Any]) -> str:
+    if "apply_if_finite" in opts:
+        return f"optax.apply_if_finite(inner, {opts['apply_if_finite']}) inside"
+    words = f"drop_nonfinite={opts.get('drop_nonfinite', True)}"
+    return words + (" + recovery onto the slow weights" if opts.get("recover") else "")
+
+
+def make_tx(
+    kind: str, learning_rate: Any, period: Any, options: tuple[tuple[str, Any], ...] = ()
+) -> optax.GradientTransformation:
+    opts = dict(options)
     inner = lookax.adamw(learning_rate, weight_decay=WEIGHT_DECAY)
+    if "apply_if_finite" in opts:  # skips non-finite updates, up to that many in a row
+        inner = optax.apply_if_finite(inner, opts["apply_if_finite"])
     if kind == "diloco":  # outer Nesterov SGD 0.7 / 0.9: the paper's (and lookax's) defaults
-        return lookax.diloco(inner, sync_period=period, replica_axis=AXIS)
+        keywords = {k: opts[k] for k in ("sync_delay", "fragments", "drop_nonfinite") if k in opts}
+        if "communication_dtype" in opts:
+            keywords["communication_dtype"] = jnp.dtype(opts["communication_dtype"])
+        return lookax.diloco(inner, sync_period=period, replica_axis=AXIS, **keywords)
     if kind == "slowmo":  # outer SGD 1.0, momentum 0.5 (fairscale's defaults)
         return lookax.slowmo(inner, sync_period=period)
     if kind == "lookahead":
@@ -191,16 +272,27 @@ def make_tx(kind: str, learning_rate: Any, period: Any) -> optax.GradientTransfo
 # ----------------------------------------------------------------------------
 
 
-def make_step(tx: optax.GradientTransformation, average_grads: bool) -> Callable:
-    """One replica's step on its own batch; ``lax.pmean`` of the gradients for data parallel."""
+def make_step(
+    tx: optax.GradientTransformation,
+    average_grads: bool,
+    nan_fault: tuple[int, int] | None = None,
+) -> Callable:
+    """One replica's step on its own batch; ``lax.pmean`` of the gradients for data parallel.
+
+    ``nan_fault``: ``[start, stop)``, the steps ``t`` at which replica 1's gradients are NaN.
+    """
 
     def batch_loss(params, x, y):
         return _mnist1d.loss_and_accuracy(params, x, y)[0]
 
-    def step(params, opt_state, x, y):
+    def step(params, opt_state, x, y, t=None):
         loss, grads = jax.value_and_grad(batch_loss)(params, x, y)
         if average_grads:
             grads = jax.lax.pmean(grads, AXIS)
+        if nan_fault is not None and t is not None:
+            start, stop = nan_fault
+            bad = (jax.lax.axis_index(AXIS) == 1) & (t >= start) & (t < stop)
+            grads = jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -276,21 +368,23 @@ def make_seeds(settings: Settings, num_train: int) -> Seeds:
     return Seeds(params, indices)
 
 
-def make_run(method_kind: str, data: _mnist1d.Dataset) -> Callable:
+def make_run(method: Method, data: _mnist1d.Dataset, settings: Settings) -> Callable:
     """``run(hparams, params, indices) -> metrics``: one training run (vmap it, jit it).
 
     ``hparams``: ``{"lr": ..., "period": ...}`` (the period may be traced: DiLoCo's H
     values run vmapped in one compiled program); ``params``: the initial weights;
-    ``indices``: ``[steps, B]``, the global batches.
+    ``indices``: ``[steps, B]``, the global batches. ``method.period`` is not used.
     """
-    _, replicas, batch, average_grads = KINDS[method_kind]
+    _, replicas, batch, average_grads = KINDS[method.kind]
+    opts = dict(method.options)
+    nan_fault = settings.fault_steps if opts.get("nan_fault") else None
     num_train = trained_on(data)
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     x_val, y_val = x_train[num_train:], y_train[num_train:]
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
 
     def run(hparams: dict[str, jax.Array], params: Any, indices: jax.Array) -> dict[str, Any]:
-        tx = make_tx(method_kind, hparams["lr"], hparams.get("period"))
+        tx = make_tx(method.kind, hparams["lr"], hparams.get("period"), method.options)
         one_state = tx.init(params)
         axes = replica_axes(one_state)
         carry = (
@@ -302,49 +396,68 @@ def make_run(method_kind: str, data: _mnist1d.Dataset) -> Callable:
         steps = indices.shape[0]
         indices = indices[:, : replicas * batch].reshape(steps, replicas, batch)
         step = jax.vmap(
-            make_step(tx, average_grads),
-            in_axes=(0, axes, 0, 0),
+            make_step(tx, average_grads, nan_fault),
+            in_axes=(0, axes, 0, 0, None),
             out_axes=(0, axes, 0),
             axis_name=AXIS,
         )
 
-        def body(carry, idx):
-            params, opt_state, loss = step(*carry, x_train[idx], y_train[idx])
+        def body(carry, inputs):
+            idx, t = inputs
+            params, opt_state, loss = step(*carry, x_train[idx], y_train[idx], t)
+            if opts.get("recover"):
+                params = recover_dropped(params, carry[1], opt_state)
             return (params, opt_state), loss.mean()
 
-        (params, opt_state), losses = jax.lax.scan(body, carry, indices)
+        xs = (indices, jnp.arange(steps))
+        (params, opt_state), losses = jax.lax.scan(body, carry, xs)
         final = eval_params(opt_state, params)
         _, val_acc = _mnist1d.loss_and_accuracy(final, x_val, y_val)
         test_loss, test_acc = _mnist1d.loss_and_accuracy(final, x_test, y_test)
-        return {
+        metrics = {
             "val_acc": val_acc,
             "test_acc": test_acc,
             "test_loss": test_loss,
             "last_batch_loss": losses[-max(1, steps // 10) :].mean(),
         }
+        if method.kind == "diloco":  # per replica: the outer steps it was left out of
+            metrics["dropped"] = lookax.replica_health(opt_state).dropped
+        return metrics
 
     return run
 
 
+def recover_dropped(params: Any, before: Any, after: Any) -> Any:
+    """The recovery line: replicas whose drop counter went up restart from the slow weights."""
+    bad = lookax.replica_health(after).dropped > lookax.replica_health(before).dropped
+    slow = lookax.slow_params(after, params)
+    return jax.tree.map(
+        lambda p, s: jnp.where(bad.reshape((-1,) + (1,) * (p.ndim - 1)), s, p), params, slow
+    )
+
+
+Results = dict[tuple[int | None, float], dict[str, np.ndarray]]
+
+
 def train_group(
-    kind: str,
-    periods: list[int | None],
+    method: Method,
+    rows: list[tuple[int | None, float]],
     settings: Settings,
     data: _mnist1d.Dataset,
     seeds: Seeds,
-) -> dict[int | None, dict[str, np.ndarray]]:
-    """Every (period, learning rate, seed) of one method kind in one compiled program.
+) -> Results:
+    """Every (period, learning rate) of ``rows`` and every seed, in one compiled program.
 
-    Returns, per period, metrics ``[learning rates, seeds]``.
+    ``method`` gives the kind and options (its period is not used). Returns, per
+    ``(period, lr)``, metrics ``[seeds]``.
     """
-    lrs = np.asarray(settings.learning_rates, np.float32)
-    rows = [(p, lr) for p in periods for lr in lrs]
+    kind = method.kind
     hparams = {"lr": jnp.asarray([lr for _, lr in rows], jnp.float32)}
     if kind == "diloco":  # H traced and vmapped: one program for every H
         hparams["period"] = jnp.asarray([p for p, _ in rows], jnp.int32)
-    run = make_run(kind, data)
-    if kind != "diloco" and periods[0] is not None:
-        period = periods[0]
+    run = make_run(method, data, settings)
+    if kind != "diloco" and rows[0][0] is not None:
+        period = rows[0][0]
         inner_run = run
         run = lambda h, p, i: inner_run({**h, "period": period}, p, i)  # noqa: E731
     batched = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, None)))
@@ -355,18 +468,18 @@ def train_group(
     start = time.perf_counter()
     metrics = jax.device_get(jax.block_until_ready(compiled(*args)))
     run_s = time.perf_counter() - start
+    periods = len(dict.fromkeys(p for p, _ in rows))
     print(
-        f"  {KINDS[kind][0]:>17s}: {len(periods)} H x {len(lrs)} lr x {settings.seeds} seeds, "
+        f"  {method.label:>17s}: {periods} H, {len(rows)} (H, lr) x {settings.seeds} seeds, "
         f"compile {compile_s:5.1f}s, run {run_s:6.1f}s "
         f"({1e3 * run_s / settings.steps:.1f} ms per step of all {len(rows) * settings.seeds} "
         "runs)",
         flush=True,
     )
-    out = {}
-    for i, period in enumerate(periods):
-        block = slice(i * len(lrs), (i + 1) * len(lrs))
-        out[period] = {key: np.asarray(value[block]) for key, value in metrics.items()}
-    return out
+    return {
+        (p, float(lr)): {key: np.asarray(value[i]) for key, value in metrics.items()}
+        for i, (p, lr) in enumerate(rows)
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -396,6 +509,14 @@ class AllReduces:
     inside: int  # bytes all-reduced inside conditional branches (a sync)
     count_outside: int
     count_inside: int
+    # The most one outermost conditional all-reduces when it runs (its heaviest branch,
+    # nested conditionals at their heaviest): one sync; Streaming DiLoCo's fragments
+    # each have their own conditional, which run at different steps.
+    peak_inside: int = 0
+
+    def peak(self) -> int:
+        """The most bytes all-reduced at any one step: every step's, plus one sync's."""
+        return self.outside + self.peak_inside
 
     def per_step(self, period: int | None) -> float:
         """Bytes per step: the branch runs once every ``period`` steps."""
@@ -423,9 +544,11 @@ def all_reduces(hlo_text: str) -> AllReduces:
         raise ValueError("no ENTRY computation in the HLO text")
     found = AllReduces(0, 0, 0, 0)
 
-    def walk(name: str, in_branch: bool, depth: int = 0) -> None:
+    def walk(name: str, in_branch: bool, depth: int = 0) -> int:
+        """Counts ``name``'s all-reduces; returns the most one run of it all-reduces."""
         if depth > 64:
             raise ValueError(f"HLO call graph too deep at {name}")
+        most = 0
         for line in computations.get(name, []):
             match = _INSTRUCTION.match(line)
             if not match:
@@ -433,6 +556,7 @@ def all_reduces(hlo_text: str) -> AllReduces:
             hlo_type, opcode = match.groups()
             if opcode in ("all-reduce", "all-reduce-start"):
                 size = _type_bytes(re.sub(r"/\*.*?\*/", "", hlo_type))
+                most += size
                 if in_branch:
                     found.inside += size
                     found.count_inside += 1
@@ -443,18 +567,79 @@ def all_reduces(hlo_text: str) -> AllReduces:
                 branches = re.search(r"branch_computations=\{([^}]*)\}", line)
                 names = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
                 names += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", line)
-                for branch in names:
-                    walk(branch, True, depth + 1)
+                heaviest = max((walk(branch, True, depth + 1) for branch in names), default=0)
+                most += heaviest
+                if not in_branch:
+                    found.peak_inside = max(found.peak_inside, heaviest)
             else:
                 for callee in re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line):
-                    walk(callee, in_branch, depth + 1)
+                    most += walk(callee, in_branch, depth + 1)
+        return most
 
     walk(entry, False)
     return found
 
 
-def compiled_step_hlo(method: Method, learning_rate: float) -> str:
-    """The compiled HLO of one training step of ``method`` under ``jax.shard_map``.
+_MLIR_BYTES = {
+    "i1": 1, "i8": 1, "ui8": 1, "i16": 2, "ui16": 2, "f16": 2, "bf16": 2, "i32": 4, "ui32": 4,
+    "f32": 4, "i64": 8, "ui64": 8, "f64": 8, "f8E4M3FN": 1, "f8E5M2": 1,
+}  # fmt: skip
+
+
+def _tensor_bytes(types: str) -> int:
+    """Bytes of MLIR tensor types: ``tensor<3x32x32xbf16>``, ``tensor<i32>``, ..."""
+    total = 0
+    for dims, dtype in re.findall(r"tensor<((?:\d+x)*)(\w+)>", types):
+        total += _MLIR_BYTES[dtype] * math.prod(int(d) for d in dims.split("x") if d)
+    return total
+
+
+def lowered_all_reduces(mlir_text: str) -> AllReduces:
+    """Every ``stablehlo.all_reduce`` of a lowered module, in or out of a ``stablehlo.case``.
+
+    The lowered form keeps the all-reduce dtype the program asks for (XLA:CPU's
+    compiler widens a bf16 all-reduce to f32). Ops with regions open with ``({``,
+    separate regions with ``}, {`` and close with ``}) : (operand types) -> ...``.
+    """
+    found = AllReduces(0, 0, 0, 0)
+    stack: list[list[Any]] = []  # open ops with regions: [op name, bytes per region]
+    function = None
+    for line in mlir_text.splitlines():
+        text = line.strip()
+        header = re.match(r"func\.func \w+ @([\w.\-]+)\(", text)
+        if header:
+            function = header.group(1)
+        if "stablehlo.all_reduce" in text and function != "main":
+            raise ValueError(f"an all_reduce outside @main (in @{function}): not counted")
+        if text.endswith("({"):
+            op = re.search(r'"?(stablehlo\.\w+)"?\(', text)
+            stack.append([op.group(1) if op else "?", [0]])
+        elif text.startswith("}, {") and stack:
+            stack[-1][1].append(0)
+        elif text.startswith("})") and stack:
+            op, regions = stack.pop()
+            cases = [entry for entry in stack if entry[0] == "stablehlo.case"]
+            if op == "stablehlo.all_reduce":
+                operands = text.split(":", 1)[1].split("->", 1)[0]
+                size = _tensor_bytes(operands)
+                if cases:
+                    found.inside, found.count_inside = found.inside + size, found.count_inside + 1
+                    cases[-1][1][-1] += size
+                else:
+                    found.outside += size
+                    found.count_outside += 1
+            elif op == "stablehlo.case":
+                if cases:  # nested: the enclosing branch counts this one at its heaviest
+                    cases[-1][1][-1] += max(regions)
+                else:
+                    found.peak_inside = max(found.peak_inside, max(regions))
+    if stack:
+        raise ValueError(f"unbalanced regions in the lowered module: {stack[-1][0]} left open")
+    return found
+
+
+def step_hlo(method: Method, learning_rate: float) -> tuple[str, str]:
+    """The lowered StableHLO and compiled HLO of one step of ``method`` under ``jax.shard_map``.
 
     One device per replica (4 for DiLoCo and data parallel, 1 otherwise), the
     replica axis the mesh axis; Lookahead's counters replicated, everything else
@@ -468,7 +653,7 @@ def compiled_step_hlo(method: Method, learning_rate: float) -> str:
             "importing jax)"
         )
     mesh = Mesh(np.asarray(cpus[: method.replicas]), (AXIS,))
-    tx = make_tx(method.kind, learning_rate, method.period)
+    tx = make_tx(method.kind, learning_rate, method.period, method.options)
     step = make_step(tx, method.average_grads)
     params = jax.eval_shape(_mnist1d.init_params, jax.random.key(0))
     opt_state = jax.eval_shape(tx.init, params)
@@ -507,27 +692,47 @@ def compiled_step_hlo(method: Method, learning_rate: float) -> str:
         in_specs=(P(AXIS), specs, P(AXIS), P(AXIS)),
         out_specs=(P(AXIS), specs, P(AXIS)),
     )
-    return jax.jit(sharded).lower(*args).compile().as_text()
+    lowered = jax.jit(sharded).lower(*args)
+    return lowered.as_text(), lowered.compile().as_text()
 
 
-def measure_bytes(settings: Settings) -> tuple[dict[Method, AllReduces], list[str]]:
-    """The all-reduces of every method's compiled step, and a line about each."""
+class StepBytes(NamedTuple):
+    compiled: dict[Method, AllReduces]  # from the compiled HLO
+    lowered: dict[Method, AllReduces]  # from the lowered StableHLO
+    lines: list[str]
+
+
+def measure_bytes(settings: Settings) -> StepBytes:
+    """The all-reduces of every method's step, lowered and compiled, and a line about each.
+
+    DiLoCo's programs differ across H only in a constant: one compile per option set.
+    """
     start = time.perf_counter()
-    hlo: dict[Method, AllReduces] = {}
+    compiled: dict[Method, AllReduces] = {}
+    lowered: dict[Method, AllReduces] = {}
+    cache: dict[Any, tuple[AllReduces, AllReduces]] = {}
     lines = []
-    for method in methods(settings):
-        found = hlo[method] = all_reduces(compiled_step_hlo(method, settings.learning_rates[0]))
+    for method in methods(settings) + option_methods(settings):
+        key = (method.kind, method.options) if method.kind == "diloco" else method
+        if key not in cache:
+            mlir, hlo = step_hlo(method, settings.learning_rates[0])
+            cache[key] = (all_reduces(hlo), lowered_all_reduces(mlir))
+        found, low = cache[key]
+        compiled[method], lowered[method] = found, low
         lines.append(
             f"  {method.label:>17s} H={method.period or '-':<4}: {found.count_outside} "
             f"all-reduce(s) of {found.outside} B every step, {found.count_inside} of "
-            f"{found.inside} B in a sync branch -> {found.per_step(method.period):.1f} B/step"
+            f"{found.inside} B in a sync branch (at most {found.peak_inside} B at one sync; "
+            f"lowered: {low.inside} B, at most {low.peak_inside} B) -> "
+            f"{found.per_step(method.period):.1f} B/step"
         )
     lines.insert(
         0,
-        "bytes all-reduced per step, from the compiled HLO (shard_map, 4 CPU devices; "
-        f"{len(lines)} compiles, {time.perf_counter() - start:.0f}s beside the training):",
+        "bytes all-reduced per step, from the compiled HLO and the lowered StableHLO (shard_map, "
+        f"4 CPU devices; {len(cache)} compiles, {time.perf_counter() - start:.0f}s beside the "
+        "training):",
     )
-    return hlo, lines
+    return StepBytes(compiled, lowered, lines)
 
 
 # ----------------------------------------------------------------------------
@@ -541,37 +746,62 @@ class Row:
     lr: float
     test_acc: np.ndarray  # [seeds], in [0, 1]
     val_acc: np.ndarray
-    diverged: int
+    diverged: int  # runs whose final test loss is not finite (NaN weights)
     bytes_per_step: float
     reduces: AllReduces
+    lowered: AllReduces | None = None  # the lowered StableHLO's all-reduces
+    dropped: np.ndarray | None = None  # [seeds, replicas]: outer steps each replica missed
 
     @property
     def h(self) -> str:
         return "—" if self.method.period is None else str(self.method.period)
 
 
-def pick_rows(
-    results: dict[str, dict[int | None, dict[str, np.ndarray]]],
-    hlo: dict[Method, AllReduces],
-    settings: Settings,
-) -> list[Row]:
+Trained = dict[tuple[str, tuple[tuple[str, Any], ...]], Results]
+
+
+def make_row(method: Method, lr: float, metrics: dict[str, np.ndarray], hlo: StepBytes) -> Row:
+    """One table row: ``metrics`` of the runs at ``lr`` (each ``[seeds]``), bytes if measured."""
+    compiled = hlo.compiled.get(method, AllReduces(0, 0, 0, 0))
+    return Row(
+        method=method,
+        lr=lr,
+        test_acc=metrics["test_acc"].astype(np.float64),
+        val_acc=metrics["val_acc"].astype(np.float64),
+        diverged=int((~np.isfinite(metrics["test_loss"])).sum()),
+        bytes_per_step=compiled.per_step(method.period),
+        reduces=compiled,
+        lowered=hlo.lowered.get(method),
+        dropped=metrics.get("dropped"),
+    )
+
+
+def pick_rows(results: Trained, hlo: StepBytes, settings: Settings) -> list[Row]:
+    """The headline rows: each method at the learning rate of best mean validation accuracy."""
     rows = []
     for method in methods(settings):
-        metrics = results[method.kind][method.period]
-        val = np.where(np.isfinite(metrics["test_loss"]), metrics["val_acc"], -np.inf)
-        best = int(np.argmax(val.mean(-1)))  # by validation accuracy, mean over seeds
-        rows.append(
-            Row(
-                method=method,
-                lr=float(settings.learning_rates[best]),
-                test_acc=metrics["test_acc"][best].astype(np.float64),
-                val_acc=metrics["val_acc"][best].astype(np.float64),
-                diverged=int((~np.isfinite(metrics["test_loss"][best])).sum()),
-                bytes_per_step=hlo[method].per_step(method.period),
-                reduces=hlo[method],
-            )
-        )
+        group = results[(method.kind, ())]
+        runs = [group[(method.period, float(lr))] for lr in settings.learning_rates]
+        val = [np.where(np.isfinite(m["test_loss"]), m["val_acc"], -np.inf) for m in runs]
+        best = int(np.argmax([v.mean() for v in val]))  # by validation accuracy
+        rows.append(make_row(method, float(settings.learning_rates[best]), runs[best], hlo))
     return rows
+
+
+def chosen_lrs(headline: list[Row]) -> dict[int | None, float]:
+    """DiLoCo's chosen inner learning rate at each H: what its option rows run at."""
+    return {r.method.period: r.lr for r in headline if r.method.kind == "diloco"}
+
+
+def variant_rows(
+    results: Trained, hlo: StepBytes, headline: list[Row], variants: list[Method]
+) -> list[Row]:
+    """The option (or fault) rows, at DiLoCo's chosen learning rate at their H."""
+    lrs = chosen_lrs(headline)
+    return [
+        make_row(m, lrs[m.period], results[(m.kind, m.options)][(m.period, lrs[m.period])], hlo)
+        for m in variants
+    ]
 
 
 def _pm(values: np.ndarray) -> str:
@@ -610,6 +840,176 @@ def table(rows: list[Row]) -> list[str]:
     return out
 
 
+OPTIONS_HEADER = (
+    "| method | H | inner lr | test accuracy | Δ vs DiLoCo at equal H (pp) "
+    "| all-reduces / step (in sync branches) | bytes / step, lowered | bytes / step, compiled "
+    "| peak bytes at one step, lowered | peak bytes at one step, compiled |"
+)
+
+
+def _delta(row: Row, reference: Row) -> str:
+    if row is reference:
+        return "—"
+    mean, se = _paired(row.test_acc, reference.test_acc)
+    return f"{mean:+.1f} ± {se:.1f}"
+
+
+def options_table(headline: list[Row], options: list[Row]) -> list[str]:
+    """DiLoCo at each H beside its option rows at that H: accuracy and bytes, both forms."""
+    base = {r.method.period: r for r in headline if r.method.kind == "diloco"}
+    out = [OPTIONS_HEADER, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for h in sorted({r.method.period for r in options}):
+        for r in [base[h], *(o for o in options if o.method.period == h)]:
+            low = r.lowered or AllReduces(0, 0, 0, 0)
+            diverged = f" ({r.diverged} diverged)" if r.diverged else ""
+            out.append(
+                f"| {r.method.label} | {r.h} | {r.lr:g} | {_pm(r.test_acc)}{diverged} | "
+                f"{_delta(r, base[h])} | {r.reduces.count_outside} ({r.reduces.count_inside}) | "
+                f"{low.per_step(r.method.period):.1f} | {r.bytes_per_step:.1f} | {low.peak()} | "
+                f"{r.reduces.peak()} |"
+            )
+    return out
+
+
+def fault_header(settings: Settings) -> str:
+    start, stop = settings.fault_steps
+    return (
+        f"| DiLoCo H = {settings.option_period}, replica 1's gradients NaN at steps {start}-"
+        f"{stop - 1} | inner lr | test accuracy | Δ vs clean run (pp) | runs with NaN weights "
+        "| outer steps dropped per replica (mean over seeds) |"
+    )
+
+
+def fault_table(headline: list[Row], faults: list[Row], settings: Settings) -> list[str]:
+    clean = next(
+        r
+        for r in headline
+        if r.method.kind == "diloco" and r.method.period == settings.option_period
+    )
+    out = [fault_header(settings), "|---|---:|---:|---:|---:|---:|"]
+    for r in [clean, *faults]:
+        label = fault_variant(dict(r.method.options)) if r is not clean else "clean run (no fault)"
+        dropped = "—" if r.dropped is None else " / ".join(f"{x:g}" for x in r.dropped.mean(0))
+        nan = " (NaN weights: argmax of NaN logits)" if r.diverged == len(r.test_acc) else ""
+        out.append(
+            f"| {label} | {r.lr:g} | {_pm(r.test_acc)}{nan} | {_delta(r, clean)} | "
+            f"{r.diverged} of {len(r.test_acc)} | {dropped} |"
+        )
+    return out
+
+
+def options_reading(headline: list[Row], options: list[Row], settings: Settings) -> list[str]:
+    """What the option rows show, computed from them (the 2-standard-error rule)."""
+    base = {r.method.period: r for r in headline if r.method.kind == "diloco"}
+
+    def versus(r: Row) -> str:
+        mean, se = _paired(r.test_acc, base[r.method.period].test_acc)
+        verdict = "within 2 SE" if abs(mean) <= 2 * se else ("above" if mean > 0 else "below")
+        return f"H = {r.h}: {mean:+.1f} ± {se:.1f} pp ({verdict})"
+
+    delayed = [r for r in options if dict(r.method.options).get("sync_delay") == 1]
+    sentences = [
+        "**sync_delay=1** (the outer step taken one step late, overlapped with the next inner "
+        "step) against sync_delay=0 at the same inner lr, per seed: "
+        + "; ".join(versus(r) for r in delayed)
+        + ". It all-reduces the same bytes, one step later."
+    ]
+    for r in options:
+        if "communication_dtype" not in dict(r.method.options):
+            continue
+        f32 = base[r.method.period]
+        low, low32 = r.lowered or AllReduces(0, 0, 0, 0), f32.lowered or AllReduces(0, 0, 0, 0)
+        sentences.append(
+            f"**bf16 all-reduce** (H = {r.h}): in the lowered StableHLO the heaviest "
+            f"conditional all-reduces {low.peak_inside} B at a sync against "
+            f"{low32.peak_inside} B in float32 (x{low.peak_inside / max(low32.peak_inside, 1):.2f}"
+            f"; a whole sync {low.inside} B against {low32.inside} B, the scalars unchanged); "
+            f"in the compiled HLO {r.reduces.peak_inside} B against {f32.reduces.peak_inside} B, "
+            f"XLA:CPU having widened the bf16 all-reduce to f32; accuracy {versus(r)}."
+        )
+    streaming = [r for r in options if "fragments" in dict(r.method.options)]
+    if streaming:
+        parts = [
+            f"F = {dict(r.method.options)['fragments']}, {versus(r)}, "
+            + _peak_against(r, base[r.method.period])
+            for r in streaming
+        ]
+        sentences.append(
+            "**Streaming DiLoCo** (fragments sync at staggered steps, each with its own outer "
+            "state): "
+            + "; ".join(parts)
+            + ". The peak is not 1/F of the model: the fragments are whole leaves, and the "
+            f"CNN's leaves ({_leaf_sizes()} floats, in order) split unevenly."
+        )
+    return [" ".join(sentences)]
+
+
+def _slowmo_note(headline: list[Row]) -> str:
+    """SlowMo has no replica axis, yet its measured step may all-reduce a scalar."""
+    slowmo = next((r for r in headline if r.method.kind == "slowmo"), None)
+    if slowmo is None or not slowmo.reduces.inside:
+        return ""
+    return (
+        f" SlowMo's {slowmo.reduces.inside} B in its sync branch: without a replica axis, the "
+        "finite check all-reduces its flag (a pmin) over the mesh axis the params vary over "
+        "inside `shard_map` (a 1-device axis in this measurement), as for params sharded "
+        "within one model; no training run here communicates it."
+    )
+
+
+def _scalars_note(headline: list[Row]) -> str:
+    """Where a sync's scalar all-reduces are: with the pseudo-gradient's or apart."""
+    diloco = next(r for r in headline if r.method.kind == "diloco")
+    apart = diloco.reduces.inside - diloco.reduces.peak_inside
+    note = (
+        "Besides the pseudo-gradient a sync all-reduces two scalars: the count of finite "
+        "replicas (4 B) and the slow weights' fingerprint (16 B, a pmax)"
+    )
+    if apart > 0:
+        return (
+            note + f"; here {apart} B of them in a separate small conditional with the same "
+            "predicate, which the peak column leaves out."
+        )
+    return note + ", in the same conditional."
+
+
+def _peak_against(row: Row, diloco: Row) -> str:
+    peak, full = row.reduces.peak(), diloco.reduces.peak()
+    return (
+        f"peak {peak} B at one step (x{peak / max(full, 1):.2f} of DiLoCo's {full} B), "
+        f"{row.bytes_per_step:.1f} B/step in total (DiLoCo {diloco.bytes_per_step:.1f})"
+    )
+
+
+def _leaf_sizes() -> str:
+    params = jax.eval_shape(_mnist1d.init_params, jax.random.key(0))
+    return ", ".join(f"{math.prod(x.shape):,}" for x in jax.tree.leaves(params))
+
+
+def fault_reading(headline: list[Row], faults: list[Row], settings: Settings) -> list[str]:
+    clean = next(
+        r
+        for r in headline
+        if r.method.kind == "diloco" and r.method.period == settings.option_period
+    )
+    start, stop = settings.fault_steps
+    parts = []
+    for r in faults:
+        mean, se = _paired(r.test_acc, clean.test_acc)
+        dropped = "none" if r.dropped is None else "/".join(f"{x:g}" for x in r.dropped.mean(0))
+        nan = f", NaN weights in {r.diverged} of {len(r.test_acc)} runs" if r.diverged else ""
+        parts.append(
+            f"{fault_variant(dict(r.method.options))}: {100 * r.test_acc.mean():.1f}% "
+            f"({mean:+.1f} ± {se:.1f} pp against the clean run{nan}; outer steps dropped per "
+            f"replica {dropped})"
+        )
+    return [
+        f"**Faults**: replica 1's gradients are NaN at steps {start}-{stop - 1} of "
+        f"{settings.steps}; the clean run (DiLoCo H = {settings.option_period}, same lr and "
+        f"seeds) reaches {100 * clean.test_acc.mean():.1f}%. " + "; ".join(parts) + "."
+    ]
+
+
 def reading(rows: list[Row], settings: Settings) -> list[str]:
     """What reproduced of the paper's claim, computed from the rows (a 2-standard-error rule)."""
     dp = next(r for r in rows if r.method.kind == "data_parallel")
@@ -642,8 +1042,8 @@ def reading(rows: list[Row], settings: Settings) -> list[str]:
         sentences.append(
             f"**Reproduced** at H = {hs(close)}: DiLoCo is not below data parallelism by more "
             "than two standard errors of the per-seed difference, while it all-reduces 1/H of "
-            "its bytes (one all-reduce of the 8,010-float pseudo-gradient, inside the sync "
-            "branch of the compiled step)."
+            "its bytes (the 8,010-float pseudo-gradient and two scalars, all-reduced inside "
+            "the sync conditionals of the compiled step)."
         )
     if below:
         gaps = ", ".join(f"{-_paired(r.test_acc, dp.test_acc)[0]:.1f}" for r in below)
@@ -744,6 +1144,8 @@ def markdown(
     wall_s: float,
     cpu_s: float,
     figure: str,
+    options: list[Row] | None = None,
+    faults: list[Row] | None = None,
 ) -> str:
     num_train, num_val = trained_on(data), len(data.x_train) - trained_on(data)
     out = ["## Replicas: DiLoCo against data parallelism (MNIST-1D)", ""]
@@ -801,7 +1203,10 @@ def markdown(
     out.append("")
     out.append(f"![test accuracy against bytes all-reduced per step]({figure})")
     out.append("")
-    out += reading(rows, settings)
+    lines = reading(rows, settings)
+    out += lines[:-1]  # the reading; its caveats come after the outer-path sections
+    out += outer_sections(rows, options or [], faults or [], settings)
+    out.append(lines[-1] + OUTER_CAVEAT + _slowmo_note(rows))
     out.append("")
     out.append(
         f"Command: `{command}` ({wall_s:.0f} s wall, {cpu_s:.0f} s of CPU time, on "
@@ -809,6 +1214,58 @@ def markdown(
     )
     out.append("")
     return "\n".join(out)
+
+
+OUTER_CAVEAT = (
+    " The option and fault rows run at the inner lr chosen for DiLoCo at their H, not "
+    "re-tuned, so their Δ isolates the option; the lowered and compiled bytes are the payload "
+    "of one replica, and with one CPU a bf16 all-reduce or a smaller peak saves no measured time."
+)
+
+
+def outer_sections(
+    headline: list[Row], options: list[Row], faults: list[Row], settings: Settings
+) -> list[str]:
+    """The outer-path options' and the faults' tables, with what they show."""
+    out: list[str] = []
+    if options:
+        out += [
+            "### Outer-path options: sync_delay, a bf16 all-reduce, Streaming DiLoCo",
+            "",
+            'Each option row is `lookax.diloco(lookax.adamw(lr), H, replica_axis="replica", '
+            "...)` with one option changed, at the inner lr chosen for DiLoCo at that H, on the "
+            "same seeds: *Δ* is the per-seed difference against DiLoCo at equal H (the first row "
+            "of each H). *Bytes, lowered*: the operand bytes of the `stablehlo.all_reduce` ops "
+            "of the lowered module (`jax.jit(step).lower(...).as_text()`), in the dtype the "
+            "program asks for; *compiled*: those of the compiled HLO's all-reduces, where "
+            "XLA:CPU has widened a bf16 all-reduce to f32. Both count an all-reduce inside a "
+            "conditional once per H. *Peak bytes at one step*: every step's all-reduces plus "
+            "the heaviest single conditional's (one sync; each Streaming DiLoCo fragment syncs "
+            "in its own conditional, at its own step). " + _scalars_note(headline),
+            "",
+            *options_table(headline, options),
+            "",
+            *options_reading(headline, options, settings),
+            "",
+        ]
+    if faults:
+        out += [
+            "### Faults: one replica's gradients turned NaN",
+            "",
+            "`drop_nonfinite=False` averages every replica's pseudo-gradient, NaN included; "
+            "`drop_nonfinite=True` (the outer path's default) leaves a non-finite one out of "
+            "the average and re-initializes that replica's inner state, its params staying "
+            "NaN; *+ recovery*: after each step the training loop puts a replica whose "
+            "`lookax.replica_health(state).dropped` went up back on "
+            "`lookax.slow_params(state, params)`; `optax.apply_if_finite(inner, 5)` skips "
+            "the non-finite inner updates. Evaluated on the slow weights, as above.",
+            "",
+            *fault_table(headline, faults, settings),
+            "",
+            *fault_reading(headline, faults, settings),
+            "",
+        ]
+    return out
 
 
 def plot(rows: list[Row], settings: Settings, path: str) -> None:
@@ -888,7 +1345,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setting
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny run: 2 seeds, 40 steps, H in {2, 5}, one learning rate (1e-2)",
+        help="tiny run: 2 seeds, 40 steps, H in {2, 4}, one learning rate (1e-2)",
     )
     parser.add_argument("--seeds", type=int, help="seeds per configuration (full: 5)")
     parser.add_argument("--steps", type=int, help="training steps per run (full: 1000)")
@@ -907,12 +1364,35 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setting
     settings = Settings(
         steps=steps,
         seeds=seeds,
-        periods=(2, 5) if args.quick else (5, 20, 50, 200),
+        periods=(2, 4) if args.quick else (5, 20, 50, 200),
         num_samples=2000 if args.quick else 25000,
         learning_rates=(1e-2,) if args.quick else (1e-3, 3e-3, 1e-2, 3e-2),
         quick=args.quick,
+        option_period=4 if args.quick else 20,
+        streaming_periods=(4,) if args.quick else (20, 200),
     )
     return args, settings
+
+
+def train_everything(settings: Settings, data: _mnist1d.Dataset, seeds: Seeds) -> Trained:
+    """The headline methods over the learning-rate grid, then the option and fault rows.
+
+    One compiled program per method kind (DiLoCo's H values vmapped in it) and per option
+    set; the option and fault rows run at the lr chosen for DiLoCo at their H.
+    """
+    results: Trained = {}
+    lrs = [float(lr) for lr in settings.learning_rates]
+    for kind in KINDS:
+        periods = list(dict.fromkeys(m.period for m in methods(settings) if m.kind == kind))
+        rows = [(p, lr) for p in periods for lr in lrs]
+        results[(kind, ())] = train_group(Method(kind, None), rows, settings, data, seeds)
+    chosen = chosen_lrs(pick_rows(results, StepBytes({}, {}, []), settings))
+    variants = option_methods(settings) + fault_methods(settings)
+    for options in dict.fromkeys(m.options for m in variants):
+        group = [m for m in variants if m.options == options]
+        rows = [(m.period, chosen[m.period]) for m in group]
+        results[("diloco", options)] = train_group(group[0], rows, settings, data, seeds)
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -943,18 +1423,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print("training (each line: one compiled program):", flush=True)
         seeds = make_seeds(settings, trained_on(data))
-        results: dict[str, dict[int | None, dict[str, np.ndarray]]] = {}
-        for kind in KINDS:
-            periods = list(dict.fromkeys(m.period for m in methods(settings) if m.kind == kind))
-            results[kind] = train_group(kind, periods, settings, data, seeds)
-        hlo, report = measured.result()
-    print("\n".join(report), flush=True)
+        results = train_everything(settings, data, seeds)
+        hlo = measured.result()
+    print("\n".join(hlo.lines), flush=True)
     rows = pick_rows(results, hlo, settings)
+    options = variant_rows(results, hlo, rows, option_methods(settings))
+    faults = variant_rows(results, hlo, rows, fault_methods(settings))
     wall_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
 
     figure = os.path.relpath(png_path, os.path.dirname(md_path))
     plot(rows, settings, png_path)
-    text = markdown(rows, settings, data, command, wall_s, cpu_s, figure)
+    text = markdown(rows, settings, data, command, wall_s, cpu_s, figure, options, faults)
     with open(md_path, "w") as f:
         f.write(text)
     print()

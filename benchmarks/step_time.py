@@ -4,7 +4,8 @@
 Usage::
 
     python benchmarks/step_time.py            # the full run (about 10-15 minutes on 2 cores)
-    python benchmarks/step_time.py --quick    # tiny trees, under a minute
+    python benchmarks/step_time.py --quick    # tiny trees, a few minutes
+    python benchmarks/step_time.py --only-outer --no-torch  # the outer-path set alone
 
 Each candidate is a jitted training-step-shaped function whose params and
 optimizer state are donated::
@@ -35,6 +36,16 @@ The ``instep`` set times the same Lookahead/Adam pair with the gradients made
 inside the step (written to a fresh buffer, as a backward pass writes them):
 there they die inside the step and their buffer can take the updates, which a
 gradients-as-input step cannot offer.
+
+The ``outer`` set (``--only-outer`` runs it alone, on the two large trees) times
+the outer path of ``lookax.lookahead(optax.adam, 16, outer=SGD 0.7 / momentum
+0.9)``, Nesterov (DiLoCo's outer step) or heavy-ball, on one replica: the exact
+step (``sync_delay=0``), the overlapped one (``sync_delay=1``; with
+``drop_nonfinite=False``; with ``communication_dtype=bfloat16``) and, where the
+tree has enough leaves, ``fragments=4`` and ``16``, beside optax.adam and
+Lookahead(Adam) k=16, with the gradients as input and made in the step. Its sync
+period is 16 (divisible by the fragment counts, which K = 5 is not) and each of its
+samples is 16 steps, one period.
 """
 
 from __future__ import annotations
@@ -296,13 +307,18 @@ def hlo_stats(hlo_text: str, cost_bytes: float, sync_period: int | None) -> HloS
         read = sliced(param) if param is not None else None
         return full if read is None else min(full, read)
 
-    def full_bytes(name: str) -> float:
-        """Bytes a computation moves: operands + result of each kernel; conds weighted."""
+    def full_bytes(name: str, nested: bool = False) -> float:
+        """Bytes a computation moves: operands + result of each kernel; conds weighted.
+
+        A cond inside a branch (the outer path's "no finite replica" check within its
+        sync branch) counts its heavier branch: it is not the sync cond.
+        """
         sizes = {inst[0]: _type_bytes(inst[1]) for inst in computations.get(name, [])}
         total = 0.0
         for inst_name, _, opcode, operands, attrs in computations.get(name, []):
             if opcode == "conditional":
-                total += weighted([full_bytes(b) for b in branches_of(attrs)])
+                costs = [full_bytes(b, True) for b in branches_of(attrs)]
+                total += max(costs, default=0.0) if nested else weighted(costs)
             elif opcode not in _NOT_KERNELS:
                 names = re.findall(r"%([\w.\-]+)", operands)
                 fused = re.search(r"calls=%([\w.\-]+)", attrs) if opcode == "fusion" else None
@@ -539,7 +555,10 @@ class Timing:
     faults: list[float] = dataclasses.field(default_factory=list)
 
 
-def time_set(candidates: list[Candidate], rounds: int, warmup: int) -> dict[str, Timing]:
+def time_set(
+    candidates: list[Candidate], rounds: int, warmup: int, steps: int = K
+) -> dict[str, Timing]:
+    """Per-step wall, cpu and faults of each candidate, each sample ``steps`` steps."""
     timings = {c.name: Timing() for c in candidates}
     for r in range(warmup + rounds):
         order = candidates if r % 2 == 0 else candidates[::-1]
@@ -547,13 +566,13 @@ def time_set(candidates: list[Candidate], rounds: int, warmup: int) -> dict[str,
             gc.collect()
             faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            c.run(K)
+            c.run(steps)
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
             if r >= warmup:
-                timings[c.name].wall.append(wall / K)
-                timings[c.name].cpu.append(cpu / K)
-                timings[c.name].faults.append(faults / K)
+                timings[c.name].wall.append(wall / steps)
+                timings[c.name].cpu.append(cpu / steps)
+                timings[c.name].faults.append(faults / steps)
     return timings
 
 
@@ -694,6 +713,60 @@ def outer_lookahead() -> optax.GradientTransformation:
     return lookax.lookahead(adam(), K, outer=lookax.sgd(0.7, momentum=0.9, nesterov=True))
 
 
+# The outer-path set: every outer row at one sync period H, divisible by the fragment
+# counts (K = 5 is not); each timed sample is H steps, one period, so every sample of
+# every row holds the same syncs.
+OUTER_H = 16
+OUTER_FRAGMENTS = (4, 16)
+LA_H = f"lookax.lookahead(optax.adam) k={OUTER_H}"
+EXACT = "lookahead(adam, outer=Nesterov, sync_delay=0)"
+DELAYED = "lookahead(adam, outer=Nesterov, sync_delay=1)"
+DELAYED_KEEP_NAN = "lookahead(adam, outer=Nesterov, sync_delay=1, drop_nonfinite=False)"
+DELAYED_BF16 = "lookahead(adam, outer=Nesterov, sync_delay=1, communication_dtype=bf16)"
+HEAVY_EXACT = "lookahead(adam, outer=heavy-ball, sync_delay=0)"
+HEAVY_DELAYED = "lookahead(adam, outer=heavy-ball, sync_delay=1)"
+
+
+def fragments_name(fragments: int) -> str:
+    return f"lookahead(adam, outer=Nesterov, sync_delay=1, fragments={fragments})"
+
+
+def outer_path(heavy_ball: bool = False, **options: Any) -> Callable[[], Any]:
+    """``lookax.lookahead(adam, OUTER_H, outer=SGD 0.7 / momentum 0.9)`` with ``options``.
+
+    Nesterov momentum (DiLoCo's outer step) or heavy-ball momentum (SlowMo's kind).
+    """
+
+    def make() -> optax.GradientTransformation:
+        outer = lookax.sgd(0.7, momentum=0.9, nesterov=not heavy_ball)
+        return lookax.lookahead(adam(), OUTER_H, outer=outer, **options)
+
+    return make
+
+
+def outer_rows(tree: Tree) -> tuple[list[tuple[str, Callable[[], Any]]], list[str]]:
+    """The outer-path set's (name, transformation) rows on ``tree``, and notes on skips."""
+    rows: list[tuple[str, Callable[[], Any]]] = [
+        (LA_H, lambda: lookax.lookahead(adam(), OUTER_H, ALPHA)),
+        (EXACT, outer_path()),
+        (DELAYED, outer_path(sync_delay=1)),
+        (DELAYED_KEEP_NAN, outer_path(sync_delay=1, drop_nonfinite=False)),
+        (DELAYED_BF16, outer_path(sync_delay=1, communication_dtype=jnp.bfloat16)),
+        (HEAVY_EXACT, outer_path(heavy_ball=True)),
+        (HEAVY_DELAYED, outer_path(heavy_ball=True, sync_delay=1)),
+    ]
+    notes = []
+    for fragments in OUTER_FRAGMENTS:
+        if fragments <= len(tree.shapes):
+            rows.append((fragments_name(fragments), outer_path(sync_delay=1, fragments=fragments)))
+        else:
+            notes.append(
+                f"fragments={fragments}: skipped, the tree has {len(tree.shapes)} leaves "
+                "(a fragment needs at least one)"
+            )
+    return rows, notes
+
+
 def ranger_inner() -> optax.GradientTransformation:
     """What lookax.ranger runs Lookahead over (its docstring spells it out)."""
     return optax.chain(
@@ -774,6 +847,80 @@ def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
     return goals
 
 
+def outer_goals(tree: Tree, res: SetResult, suffix: str) -> list[list[str]]:
+    """The outer path's goals in the set ``res`` (row names end in ``suffix``)."""
+    t = res.timings
+    by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
+    ref = ADAM + suffix
+    where = "gradients made in the step" if suffix else "gradients as input"
+    slack = 16384  # bytes: scalars and the small all-reduce fingerprint, not a buffer
+
+    def ratio(name: str) -> float:
+        """The larger of the wall and cpu ratios: on a loaded machine either can dip."""
+        wall = paired_ratio(t[name + suffix].wall, t[ref].wall)
+        return max(wall, paired_ratio(t[name + suffix].cpu, t[ref].cpu))
+
+    def ratios(name: str) -> str:
+        wall = paired_ratio(t[name + suffix].wall, t[ref].wall)
+        return f"{wall:.2f} wall / {paired_ratio(t[name + suffix].cpu, t[ref].cpu):.2f} cpu"
+
+    def extra(name: str) -> int:
+        return by_name[name + suffix].temp_bytes - by_name[ref].temp_bytes
+
+    def temp(name: str) -> str:
+        return f"{temp_in_params(res, name + suffix, ref):+.3f}"
+
+    params_bytes = 4 * tree.floats
+    delayed = [(DELAYED, "default"), (DELAYED_KEEP_NAN, "drop_nonfinite=False")]
+    delayed.append((DELAYED_BF16, "communication_dtype=bf16"))
+    goals = [
+        [
+            tree.name,
+            f"(outer, H={OUTER_H}, {where}) sync_delay=1 (Nesterov) / adam <= 1.20 (wall and "
+            "cpu), temp = adam's + at most one params buffer in the sync branch",
+            "; ".join(f"{label} {ratios(n)}, temp {temp(n)} params" for n, label in delayed),
+            status(all(ratio(n) <= 1.20 and extra(n) <= params_bytes + slack for n, _ in delayed)),
+        ],
+        [
+            tree.name,
+            f"(outer, H={OUTER_H}, {where}) heavy-ball sync_delay=1 temp == adam's",
+            f"{temp(HEAVY_DELAYED)} params ({extra(HEAVY_DELAYED):+d} bytes); "
+            f"{ratios(HEAVY_DELAYED)}",
+            status(abs(extra(HEAVY_DELAYED)) <= slack),
+        ],
+        [
+            tree.name,
+            f"(outer, H={OUTER_H}, {where}) exact path (sync_delay=0) temp <= adam's + 1 params "
+            "buffer",
+            f"Nesterov {temp(EXACT)} params ({ratios(EXACT)}); heavy-ball "
+            f"{temp(HEAVY_EXACT)} params ({ratios(HEAVY_EXACT)})",
+            status(all(extra(n) <= params_bytes + slack for n in (EXACT, HEAVY_EXACT))),
+        ],
+    ]
+    fragments = [f for f in OUTER_FRAGMENTS if fragments_name(f) + suffix in t]
+    if fragments:
+        skipped = [f for f in OUTER_FRAGMENTS if f not in fragments]
+        goals.append(
+            [
+                tree.name,
+                f"(outer, H={OUTER_H}, {where}) fragments F={','.join(map(str, fragments))} "
+                "step time within the F=1 row's goal (<= 1.20 wall and cpu)",
+                f"F=1 {ratios(DELAYED)}; "
+                + "; ".join(
+                    f"F={f} {ratios(fragments_name(f))}, temp {temp(fragments_name(f))} params"
+                    for f in fragments
+                )
+                + (f" (F={skipped}: fewer leaves than fragments)" if skipped else ""),
+                status(all(ratio(fragments_name(f)) <= 1.20 for f in fragments)),
+            ]
+        )
+    return goals
+
+
+def status(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def pairs() -> dict[str, tuple[Callable, Callable]]:
     """Each lookax optimizer and its optax twin, configured to compute the same thing."""
     return {
@@ -814,6 +961,42 @@ class Config:
     sets: list[str]
     trees: list[str] | None
     pairs_on_small: bool
+    only_outer: bool = False
+
+
+def run_outer_sets(
+    tree: Tree, goals: list[list[str]], jc: Callable[..., Any], run_set: Callable[..., Any]
+) -> None:
+    """The outer-path set, with the gradients as input and made in the step, and its goals.
+
+    ``jc`` makes a candidate on the tree and ``run_set`` times and reports a set (both
+    from :func:`run_tree`).
+    """
+    rows, notes = outer_rows(tree)
+    for suffix in ("", IN_STEP):
+
+        def outer_candidates(suffix: str = suffix) -> list[Candidate]:
+            in_step = bool(suffix)
+            cands = [jc(ADAM + suffix, adam, grads_in_step=in_step)]
+            for name, tx_fn in rows:
+                cands.append(jc(name + suffix, tx_fn, sync_period=OUTER_H, grads_in_step=in_step))
+            return cands
+
+        where = "gradients made in the step" if suffix else "gradients as input"
+        print(
+            f"outer path, {where}: sync period H={OUTER_H} for every row (K={K} is not "
+            f"divisible by the fragment counts {OUTER_FRAGMENTS}), Lookahead(Adam) k={OUTER_H}"
+            f" alpha={ALPHA}; outer SGD 0.7, momentum 0.9 (Nesterov or heavy-ball); each "
+            f"sample = {OUTER_H} steps (one period); " + "; ".join(notes or ["no skips"])
+        )
+        res = run_set(
+            "outer" + suffix,
+            f"outer path, H={OUTER_H} ({where})",
+            outer_candidates,
+            ADAM + suffix,
+            steps=OUTER_H,
+        )
+        goals.extend(outer_goals(tree, res, suffix))
 
 
 def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str) -> None:
@@ -827,9 +1010,9 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
     def jc(name, tx_fn, **kw):
         return JaxCandidate(name, tx_fn, tree, grads, cache=cache, **kw)
 
-    def run_set(key, title, make_candidates, reference, axpy=True):
+    def run_set(key, title, make_candidates, reference, axpy=True, steps=K):
         candidates = ([AxpyCandidate(bw_floats)] if axpy else []) + make_candidates()
-        timings = time_set(candidates, rounds, cfg.warmup)
+        timings = time_set(candidates, rounds, cfg.warmup, steps)
         bandwidth = None
         if axpy:
             bandwidth = candidates[0].bytes / statistics.median(timings[candidates[0].name].wall)
@@ -942,6 +1125,9 @@ def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str)
                 "measured",
             ]
         )
+
+    if "outer" in cfg.sets and tree.large:
+        run_outer_sets(tree, goals, jc, run_set)
 
     if "grouping" in cfg.sets:
 
@@ -1173,10 +1359,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds per set")
     parser.add_argument(
         "--sets",
-        default="lookahead,instep,wide,grouping,torch,pairs",
-        help="comma-separated subset of: lookahead, instep, wide, grouping, torch, pairs",
+        default="lookahead,instep,outer,wide,grouping,torch,pairs",
+        help="comma-separated subset of: lookahead, instep, outer, wide, grouping, torch, pairs",
     )
     parser.add_argument("--trees", default=None, help="comma-separated tree indices (0, 1, 2)")
+    parser.add_argument(
+        "--only-outer",
+        action="store_true",
+        help="only the outer-path set (optax.adam, Lookahead(Adam) and the outer-path rows, "
+        "gradients as input and made in the step) on the large trees",
+    )
     parser.add_argument(
         "--pairs-on-small",
         action="store_true",
@@ -1188,9 +1380,10 @@ def main(argv: list[str] | None = None) -> int:
         torch=not args.no_torch,
         rounds=args.rounds or (2 if args.quick else 8),
         warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
-        sets=args.sets.split(","),
+        sets=["outer"] if args.only_outer else args.sets.split(","),
         trees=args.trees.split(",") if args.trees else None,
         pairs_on_small=args.pairs_on_small,
+        only_outer=args.only_outer,
     )
     torch_status = "not used (--no-torch)"
     threads = None
@@ -1210,7 +1403,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python benchmarks/step_time.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print(
         f"settings: sync period k={K}, alpha={ALPHA}; {cfg.rounds} timed rounds after "
-        f"{cfg.warmup} warm-up round(s) per set; each sample = {K} steps\n"
+        f"{cfg.warmup} warm-up round(s) per set; each sample = {K} steps (outer-path set: "
+        f"{OUTER_H})\n"
     )
     describe_machine(torch_status)
     # The first XLA compilation in a process pays one-off set-up costs: pay them
@@ -1224,6 +1418,8 @@ def main(argv: list[str] | None = None) -> int:
     trees = make_trees(cfg.quick)
     for index, tree in enumerate(trees):
         if cfg.trees is not None and str(index) not in cfg.trees:
+            continue
+        if cfg.only_outer and not tree.large:  # the outer-path set runs on the large trees
             continue
         run_tree(tree, cfg, goals, torch_status)
     print("## Goals (DESIGN.md section 6)\n")
