@@ -14,7 +14,7 @@ optimizer state are donated::
         updates, state = tx.update(grads, state, params)
         return optax.apply_updates(params, updates), state
 
-run on three parameter trees (DESIGN.md section 6): one 32M-float leaf, the
+run on three parameter trees (the goals in docs/design.md): one 32M-float leaf, the
 161 leaves / 25.6M floats of ResNet-50, and 2000 small leaves / 2M floats. The
 gradients are a fixed input (not donated), so every candidate sees the same
 numbers. Absolute times on a shared machine drift, so candidates that are
@@ -787,7 +787,7 @@ def compile_seconds(compiled: Compiled) -> float:
 
 
 def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
-    """DESIGN.md section 6's Lookahead goals, as measured in the set ``res``."""
+    """The design's Lookahead goals (docs/design.md), as measured in the set ``res``."""
     t = res.timings
     by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
     adam_c, la_c = by_name[ADAM], by_name[LOOKAX_LA]
@@ -1422,7 +1422,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.only_outer and not tree.large:  # the outer-path set runs on the large trees
             continue
         run_tree(tree, cfg, goals, torch_status)
-    print("## Goals (DESIGN.md section 6)\n")
+    print("## Goals (docs/design.md)\n")
     if goals:
         print_table(["tree", "goal", "measured", "status"], goals)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -531,7 +531,7 @@ def print_goal(results: list[PairResult]) -> None:
     settled = sum(settles(r.interval) for r in results)
     cpu_met = sum(settles(r.cpu_interval) and r.cpu_interval[1] <= GOAL for r in results)
     print(
-        f"goal (DESIGN.md section 6): whole training step Lookahead / plain <= {GOAL}: "
+        f"goal (docs/design.md): whole training step Lookahead / plain <= {GOAL}: "
         f"{status} (worst median {worst.ratio:.3f}: {worst.model.name} / {worst.inner}); "
         f"the 95% interval settles it for {settled} of {len(results)} pairs; in process CPU "
         f"time (less disturbed by other processes) it is met with 95% confidence for "

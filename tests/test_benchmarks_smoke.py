@@ -50,7 +50,7 @@ def test_step_time_quick_prints_its_tables():
     for row in timing:  # ms/step, ratio to optax.adam, ..., MB/step
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) > 0 and float(cells[2]) > 0 and float(cells[5]) >= 0, row
-    for row in compiled:  # DESIGN.md section 6: no temporary beyond the inner step's
+    for row in compiled:  # the design: no temporary beyond the inner step's
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert 0 < int(cells[6]) <= int(cells[5]), row  # distinct kernels, kernels
         # one cond (the deferred copy), plus the gradient maker's where there is one
@@ -69,7 +69,7 @@ def test_step_time_quick_prints_its_tables():
     assert "### one leaf (quick) -- each lookax optimizer / its optax twin" in out
     for name in ("sgd(momentum=0.9)", "adam", "adamw(wd=1e-2)", "adadelta", "lion", "rmsprop"):
         assert f"| {name}" in out, name
-    assert "## Goals (DESIGN.md section 6)" in out
+    assert "## Goals (docs/design.md)" in out
     _assert_outer_rows(out)
     assert "total run time:" in out
 
@@ -159,7 +159,7 @@ def test_train_step_quick_prints_its_tables():
     for row in memory:  # argument, output, alias, temp MB; the loss after the timed steps
         assert all(float(c) >= 0 for c in row[3:8]), row
         assert math.isfinite(float(row[11])), row
-    goal = "goal (DESIGN.md section 6): whole training step Lookahead / plain <= 1.03:"
+    goal = "goal (docs/design.md): whole training step Lookahead / plain <= 1.03:"
     assert goal in out and "the 95% interval settles it for" in out
     assert "total run time:" in out
 
