@@ -175,9 +175,9 @@ def lookahead(
 ) -> optax.GradientTransformationExtraArgs:
     r"""Lookahead: k steps forward with ``inner``, then one step back (or an outer step).
 
-    With fast weights :math:`\theta` (the params the user holds), slow weights
-    :math:`\phi`, sync period :math:`k` and slow step size :math:`\alpha_t`,
-    each call does
+    With fast weights :math:`\theta` (the params you hold), slow weights
+    :math:`\phi` (kept in the state), sync period :math:`k` and slow step size
+    :math:`\alpha_t`, each call does
 
     .. math::
 
@@ -191,104 +191,38 @@ def lookahead(
     gradient 1 every step, inner ``optax.sgd(0.1)``, k=3, alpha=0.5, the params
     after steps 1..7 are .9 .8 .85 .75 .65 .70 .60.
 
-    How it runs (the deferred slow write). The returned updates are chosen
-    per element by a select, ``where(is_sync, d, u)``: the inner updates
-    :math:`u_t` off a sync, and at a sync the updates :math:`d` that move the
-    params onto the target :math:`\phi + \alpha_t(\theta_t + u_t - \phi)`. XLA
-    fuses the select into the user's ``optax.apply_updates``, so the inner
-    updates are never materialized and a step costs the inner step plus one
-    read of the slow weights. The sync itself writes nothing: the slow weights
-    *become the params the sync's updates produced*, copied at the start of the
-    next ``update`` call inside a ``jax.lax.cond`` (an identity on every other
-    call; the only place the slow weights are written). Consequences:
+    Rules:
 
-    - After every sync the params and the slow weights are bitwise equal by
-      construction (any dtype, nested, vmapped, sharded). Until the next call
-      the state holds the previous slow weights, so read the current ones with
-      :func:`lookax.slow_params` ``(state, params)``, never ``state.slow``.
-    - Off a sync the updates are the inner updates bitwise, and the stored slow
-      weights come out bitwise unchanged whatever the params hold, NaN
-      included. At a sync, non-finite values propagate as in the paper.
-    - **Lookahead should be the last transform that changes the updates.** A
-      transform chained after it (e.g. a clip or a scale), or an edit of the
-      params between calls, moves the params away from the target, and the slow
-      weights follow the params: they become whatever params the next call
-      receives. Put clipping and the like *inside* (``lookahead(chain(clip,
-      adam))``) or before it.
-    - Nested Lookahead: when an inner sync falls on an outer sync, the params
-      land on the outer target and the inner slow weights follow them there
-      (the whole nest restarts from the outer target).
-    - A checkpoint taken between a sync and the next call holds the pending
-      copy in its counters and resumes exactly.
+    - Evaluate on :func:`lookax.slow_params` ``(state, params)``, never on
+      ``state.slow``: the slow weights are written one call after a sync (from
+      the params the sync produced), so right after a sync ``state.slow`` is stale.
+    - **Keep Lookahead the last transform that changes the updates**: a
+      transform chained after it, or an edit of the params between calls, moves
+      the params off the target and the slow weights follow them. Put clipping
+      and the like inside (``lookahead(chain(clip, adam))``) or before it.
+    - Off a sync the updates are the inner updates bitwise and the slow weights
+      never change, NaN params included; at a sync, NaN propagates as in the paper.
 
-    Inner state at a sync (``inner_state_on_sync``), applied in the same
-    deferred ``cond`` at the start of the next call (the trajectory is the one
-    of doing it at the sync):
+    ``inner_state_on_sync``: ``'keep'`` (the paper); ``'reset'`` (``inner.init``
+    of the new params after every sync: its counters, bias correction and
+    schedules restart); ``'interpolate'`` (every params-shaped floating part of
+    the inner state moves like the weights, :math:`s \leftarrow s_{\mathrm{sync}}
+    + \alpha (s - s_{\mathrm{sync}})`, counters continue).
 
-    - ``'keep'`` (default, as the paper): the inner optimizer carries on.
-    - ``'reset'``: the inner state is re-initialised from the new params, as
-      ``inner.init`` does, so its counters restart too: bias correction and any
-      schedule inside the inner optimizer start over after every sync.
-    - ``'interpolate'``: every params-shaped floating subtree of the inner state
-      (moments, momentum) moves like the weights,
-      :math:`s \leftarrow s_{\mathrm{sync}} + \alpha (s - s_{\mathrm{sync}})`,
-      where :math:`s_{\mathrm{sync}}` is its value after the previous sync and
-      :math:`\alpha` is evaluated at the sync step's count; counters and
-      hyperparameters continue. Only this option keeps that extra copy of the
-      inner state. (A ``slow_step_size`` that ``optax.inject_hyperparams``
-      itself schedules is read at the call after the sync.)
-
-    Cost: the state is the inner state plus one params-sized slow copy plus two
-    int32 scalars; a step is the inner step plus one fused read of the slow
-    weights, plus a copy of the params every k steps, and needs no temporary
-    beyond the inner step's. Under ``jax.vmap`` with a batched state (e.g. over
-    seeds) each ``lax.cond`` becomes a ``select``: both branches run every step.
-    Keep the counters unbatched where possible (vmap the params and inner state
-    only).
-
-    The outer path (SlowMo, DiLoCo, Streaming DiLoCo; :func:`lookax.diloco`,
-    :func:`lookax.slowmo`; the mechanics live in ``lookax/outer.py``). The slow
-    step is one SGD step of size alpha on the pseudo-gradient
-    :math:`\Delta = \phi - (\theta + u)`. ``outer=tx`` replaces it by any optax
-    transformation, :math:`\phi \leftarrow \phi + \mathrm{tx}(\Delta)`, its state
-    kept in :attr:`LookaheadState.outer_state` (a :class:`lookax.OuterState`) and
-    changed only at a sync (``outer=optax.sgd(alpha)`` is plain Lookahead).
-    ``replica_axis="name"``: the replicas of a mapped axis (a ``jax.shard_map``
-    mesh axis or a ``jax.vmap(..., axis_name=...)`` axis) train independently
-    between syncs, and at a sync :math:`\Delta` is averaged over that axis with
-    one all-reduce inside the sync branch. The outer step's result is stored as
-    the slow weights, bitwise identical on every replica; each replica's params
-    land on them within rounding. Rules: the replicas start from identical params
-    (:func:`lookax.stack_replicas`); Lookahead's counters are shared by the
-    replicas (:func:`lookax.replica_axes`); the training step must not average
-    gradients over ``replica_axis`` (that is data parallelism plus an outer step).
-    ``inner_state_on_sync='interpolate'`` is refused on this path. Its options:
-
-    - ``sync_delay=1``, the overlapped outer step (Streaming DiLoCo's overlap,
-      tau = 1): the sync call returns the inner updates (the params become the
-      fast weights); the next call takes the outer step on
-      :math:`\Delta_r = \phi - \theta_r`, inside a ``lax.cond`` that takes only the
-      params, the slow weights and the outer state, and returns
-      :math:`u_r + (\phi' - \theta_r)`. The inner updates never cross a ``cond``,
-      so the step costs what plain Lookahead costs. ``sync_delay=0`` (default)
-      is the exact algorithm, whose sync branch needs the inner updates: they are
-      materialized every step (a params-sized temporary).
-    - ``drop_nonfinite`` (``None``: on): a replica whose :math:`\Delta_r` is not
-      finite is left out of the average,
-      ``psum(where(ok, delta, 0)) / psum(ok)``; with none finite the outer step is
-      skipped. optax updates are added, so a NaN replica cannot be repaired by
-      its updates: its inner state is re-initialized (``inner.init`` of the slow
-      weights) and :func:`lookax.replica_health` counts it; put it back with its
-      params replaced by :func:`lookax.slow_params`, or prevent it with
-      ``optax.apply_if_finite`` around ``inner``. ``False``: the paper's
-      semantics, a NaN spreads to every replica at the next sync.
-    - ``communication_dtype``: :math:`\Delta_r` is all-reduced in that dtype
-      (``jnp.bfloat16`` halves the bytes) and the mean cast back; without
-      replicas it only rounds :math:`\Delta`.
-    - ``fragments`` (Streaming DiLoCo): the params sync in F groups at staggered
-      calls, each with its own outer state, all-reduce and conditional branch:
-      fragment ``i`` (0-based) syncs at calls ``c`` (1-based) with
-      ``c % k == (i + 1) * k // F % k``; k must be divisible by F.
+    The outer path (``outer=`` or ``replica_axis=``: SlowMo, DiLoCo, Streaming
+    DiLoCo; :func:`lookax.diloco`, :func:`lookax.slowmo`): the slow step
+    becomes any optax transformation of the pseudo-gradient
+    :math:`\Delta = \phi - (\theta + u)`, :math:`\phi \leftarrow \phi +
+    \mathrm{outer}(\Delta)`, and replicas of a mapped axis average :math:`\Delta`
+    with one all-reduce inside the sync branch (``outer=optax.sgd(alpha)`` is
+    plain Lookahead). Start replicas with :func:`lookax.stack_replicas`, keep
+    Lookahead's counters shared (:func:`lookax.replica_axes`), never average
+    gradients over the replica axis. Its options: ``sync_delay=1`` takes the
+    outer step at the call after the sync, so the inner updates never cross a
+    ``cond`` (plain Lookahead's price); ``drop_nonfinite`` leaves non-finite
+    replicas out (:func:`lookax.replica_health`); ``communication_dtype``;
+    ``fragments``. How each works and what it costs: ``docs/design.md`` and
+    ``docs/replicas.md``.
 
     Args:
       inner: the inner ("fast") optimizer. Extra arguments given to ``update``
@@ -302,28 +236,30 @@ def lookahead(
         schedules are). Default 0.5; not allowed together with ``outer``.
       inner_state_on_sync: ``'keep'``, ``'reset'`` or ``'interpolate'``.
       slow_dtype: precision of the slow weights; ``None`` keeps each param's
-        dtype (complex params get the complex dtype of the precision, so
-        ``jnp.float64`` or ``jnp.complex128`` serve a mixed tree). A leaf whose
-        slow dtype differs from its param's (e.g. ``jnp.float32`` over bf16
-        params) keeps unrounded slow weights, which cannot be
-        recovered from the rounded params: for those leaves the target is
-        written during the sync call, inside a ``lax.cond`` that takes the
-        inner updates, so they are materialized on every step (one params-sized
-        temporary and its traffic: this option's cost). The updates stay in the
-        params' dtype and the params after a sync are within 1 ulp of
-        ``slow.astype(param_dtype)``.
+        dtype (complex params get the complex dtype of the precision). A wider
+        one (``jnp.float32`` over bf16 params) keeps unrounded slow weights,
+        written during the sync call: the inner updates are then materialized
+        every step (this option's cost). Read them with ``slow_params(state,
+        params, keep_slow_dtype=True)``.
       outer: an optax transformation for the slow step, applied at each sync
         to the (replica-averaged) pseudo-gradient; ``None``: alpha's SGD step.
       replica_axis: the name of the mapped axis the replicas live on, or
         ``None`` (no replicas). An axis that is not mapped where ``update`` is
         traced raises ``ValueError``.
-      sync_delay: ``0`` (the exact outer step at the sync call) or ``1`` (the
-        overlapped outer step at the next call). Outer path only.
-      drop_nonfinite: leave non-finite replicas out of the outer step (``None``:
-        on). Outer path only.
+      sync_delay: ``0`` (the exact outer step at the sync call; the inner
+        updates are materialized every step) or ``1`` (the overlapped outer step
+        at the next call, which returns :math:`u + (\phi' - \theta)`). Outer
+        path only.
+      drop_nonfinite: leave a replica whose pseudo-gradient is not finite out of
+        the average, ``psum(where(ok, delta, 0)) / psum(ok)`` (none finite: no
+        outer step), re-initialize its inner state and count it (``None``: on).
+        ``False``: a NaN reaches every replica at the next sync. Outer path only.
       communication_dtype: a floating dtype to all-reduce the pseudo-gradient
-        in, or ``None`` (the slow weights' dtype). Outer path only.
-      fragments: ``1``; an int F (the leaves, in ``jax.tree.leaves`` order, in F
+        in (``jnp.bfloat16`` halves the bytes), or ``None`` (the slow weights'
+        dtype); without replicas it only rounds it. Outer path only.
+      fragments: Streaming DiLoCo's fragments; fragment ``i`` (0-based) syncs
+        at calls ``c`` (1-based) with ``c % k == (i + 1) * k // F % k``, k
+        divisible by F. ``1``; an int F (the leaves, in ``jax.tree.leaves`` order, in F
         contiguous groups of about equal element count: a leaf goes to fragment
         ``floor(F * m / n)``, m being the number of elements before it plus half
         its own and n the total, then each boundary moves just enough that no
