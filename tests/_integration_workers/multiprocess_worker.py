@@ -305,6 +305,10 @@ def main() -> None:
     finally:
         jax.distributed.shutdown()
     print(f"process {process_id}: done", flush=True)
+    # Both processes are done and synced; the interpreter's own teardown (gloo's threads)
+    # has been seen to hang past the test's deadline on a loaded machine, so leave now.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
