@@ -18,15 +18,15 @@ import numpy as np
 import optax
 
 from lookax import outer as outer_path
+from lookax._checks import (
+    check_slow_step_size,
+    check_state_dtype,
+    check_sync_period,
+    state_dtype_for,
+)
 from lookax._jax_compat import vary_like
 from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation_extra_args, safe_increment
-from lookax._validation import (
-    _state_dtype_for,
-    _validate_slow_step_size,
-    _validate_state_dtype,
-    _validate_sync_period,
-)
 from lookax.grouping import GroupedState, ungroup
 
 __all__ = [
@@ -49,7 +49,11 @@ class LookaheadState(NamedTuple):
         maximum); the step at which a ``slow_step_size`` schedule is evaluated.
       phase: steps since the last sync, in ``[0, sync_period)`` (int32). Sync
         timing depends on this counter alone, so it stays right forever.
-      slow: the slow weights, a tree with the params' structure.
+      lagging_slow: the slow weights as last written, a tree with the params'
+        structure. NOT the current slow weights: plain Lookahead writes them one
+        call after a sync (the outer path with ``sync_delay=1`` too), so right after
+        a sync this copy is one sync behind. Read the slow weights with
+        :func:`lookax.slow_params`.
       inner_state: the inner optimizer's state.
       inner_state_at_sync: the inner state as it was after the last sync; kept
         only by ``inner_state_on_sync='interpolate'`` (``None`` otherwise).
@@ -62,7 +66,7 @@ class LookaheadState(NamedTuple):
 
     count: jax.Array  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
     phase: jax.Array
-    slow: optax.Params
+    lagging_slow: optax.Params
     inner_state: optax.OptState
     inner_state_at_sync: optax.OptState | None = None
     outer_state: optax.OptState | None = None
@@ -111,7 +115,7 @@ def _copy_tree(tree: Any, dtype: Any = None) -> Any:
     """
 
     def copy(x: Any) -> jax.Array:
-        return jnp.array(x, dtype=_state_dtype_for(dtype, jnp.result_type(x)), copy=True)
+        return jnp.array(x, dtype=state_dtype_for(dtype, jnp.result_type(x)), copy=True)
 
     return jax.tree.map(copy, tree)
 
@@ -194,8 +198,8 @@ def lookahead(
     Rules:
 
     - Evaluate on :func:`lookax.slow_params` ``(state, params)``, never on
-      ``state.slow``: the slow weights are written one call after a sync (from
-      the params the sync produced), so right after a sync ``state.slow`` is stale.
+      ``state.lagging_slow``: the slow weights are written one call after a sync (from
+      the params the sync produced), so right after a sync ``state.lagging_slow`` is stale.
     - **Keep Lookahead the last transform that changes the updates**: a
       transform chained after it, or an edit of the params between calls, moves
       the params off the target and the slow weights follow them. Put clipping
@@ -346,7 +350,7 @@ def _plain_lookahead(
         return LookaheadState(
             count=jnp.zeros([], jnp.int32),
             phase=jnp.zeros([], jnp.int32),
-            slow=slow,
+            lagging_slow=slow,
             inner_state=inner_state,
             inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
         )
@@ -364,7 +368,7 @@ def _plain_lookahead(
         is_sync = state.phase + 1 >= sync_period
         alpha = alpha_at(state.count)
         assert alpha is not None  # for type checkers: plain Lookahead has an alpha
-        new_updates, slow = _sync_updates(is_sync, alpha, params, inner_updates, state.slow)
+        new_updates, slow = _sync_updates(is_sync, alpha, params, inner_updates, state.lagging_slow)
         at_sync = state.inner_state_at_sync
         if interpolate:
             # An inner state whose types change on its first update (bf16 moments promoted
@@ -373,7 +377,7 @@ def _plain_lookahead(
         new_state = LookaheadState(
             count=safe_increment(state.count),
             phase=jnp.where(is_sync, 0, state.phase + 1).astype(jnp.int32),
-            slow=slow,
+            lagging_slow=slow,
             inner_state=inner_state,
             inner_state_at_sync=at_sync,
         )
@@ -422,20 +426,23 @@ def _catch_up(
         at_sync = _reset_like(at_sync, inner_state)
     if inner_state_on_sync == "keep":
         # Only what the copy changes crosses the cond: params and slow weights.
-        pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True)
+        pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.lagging_slow), strict=True)
         if not any(_is_deferred(p, s) for p, s in pairs):
             return state
         slow, _, _ = jax.lax.cond(
-            _sync_pending(state), after_sync, lambda ops: ops[1:], (params, state.slow, (), ())
+            _sync_pending(state),
+            after_sync,
+            lambda ops: ops[1:],
+            (params, state.lagging_slow, (), ()),
         )
-        return state._replace(slow=slow)
+        return state._replace(lagging_slow=slow)
     slow, inner_state, at_sync = jax.lax.cond(
         _sync_pending(state),
         after_sync,
         lambda ops: ops[1:],
-        (params, state.slow, inner_state, at_sync),
+        (params, state.lagging_slow, inner_state, at_sync),
     )
-    return state._replace(slow=slow, inner_state=inner_state, inner_state_at_sync=at_sync)
+    return state._replace(lagging_slow=slow, inner_state=inner_state, inner_state_at_sync=at_sync)
 
 
 def _sync_pending(state: LookaheadState) -> jax.Array:
@@ -480,7 +487,7 @@ def _check_update_arguments(
             "restored without a target? (restore into jax.eval_shape(tx.init, params))"
         )
     _check_same_structure("updates", updates, "params", params)
-    _check_same_structure("params", params, "state.slow", state.slow)
+    _check_same_structure("params", params, "state.lagging_slow", state.lagging_slow)
     _check_inner_state(inner, state.inner_state, params)
 
 
@@ -553,7 +560,7 @@ def _check_lookahead_arguments(
     replica_axis: Any,
 ) -> tuple[Any, Any]:
     """Validates ``lookahead``'s arguments; returns the slow step size and slow dtype to use."""
-    _validate_sync_period(sync_period)
+    check_sync_period(sync_period)
     if outer is not None:
         if not isinstance(outer, optax.GradientTransformation):
             raise TypeError(
@@ -574,7 +581,7 @@ def _check_lookahead_arguments(
     elif slow_step_size is None:
         slow_step_size = 0.5
     if slow_step_size is not None:
-        _validate_slow_step_size(slow_step_size)
+        check_slow_step_size(slow_step_size)
     if replica_axis is not None and not isinstance(replica_axis, str | tuple):
         raise ValueError(f"lookahead: replica_axis must be an axis name, got {replica_axis!r}")
     if inner_state_on_sync not in _INNER_STATE_CHOICES:
@@ -583,7 +590,7 @@ def _check_lookahead_arguments(
             f"got {inner_state_on_sync!r}"
         )
     # A precision: complex params get the complex dtype of it, real params the real one.
-    return slow_step_size, _validate_state_dtype("slow_dtype", slow_dtype)
+    return slow_step_size, check_state_dtype("slow_dtype", slow_dtype)
 
 
 def _sync_updates(
@@ -712,7 +719,7 @@ def _outermost_lookahead_states(opt_state: optax.OptState) -> list[LookaheadStat
             found.append(node)
         elif isinstance(node, GroupedState):
             found.extend(
-                inner._replace(slow=ungroup(node, inner.slow))
+                inner._replace(lagging_slow=ungroup(node, inner.lagging_slow))
                 for inner in _outermost_lookahead_states(node.inner_state)
             )
     return found
@@ -787,7 +794,7 @@ def slow_params(
     base_leaves, base_def = jax.tree.flatten(params, is_leaf=_is_masked_node)
     merged = list(base_leaves)
     for state in found:
-        slow_leaves, slow_def = jax.tree.flatten(state.slow, is_leaf=_is_masked_node)
+        slow_leaves, slow_def = jax.tree.flatten(state.lagging_slow, is_leaf=_is_masked_node)
         if len(slow_leaves) != len(base_leaves):
             raise ValueError(
                 "slow_params: the slow weights do not line up with params:\n"

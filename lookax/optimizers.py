@@ -59,15 +59,15 @@ from typing import Any
 import jax
 import optax
 
+from lookax._checks import (
+    check_flag,
+    check_learning_rate,
+    check_mu_dtype,
+    check_nonnegative,
+    check_unit_interval,
+)
 from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation, gradient_transformation_extra_args
-from lookax._validation import (
-    _validate_flag,
-    _validate_learning_rate,
-    _validate_mu_dtype,
-    _validate_nonnegative,
-    _validate_unit_interval,
-)
 from lookax.lookahead import lookahead
 from lookax.transforms import (
     _complex_as_real,
@@ -113,7 +113,7 @@ def _coupled_weight_decay(weight_decay: Any, mask: Mask) -> optax.GradientTransf
     of the real transform and following PyTorch's ``if weight_decay != 0`` (no
     ``0 * inf`` NaNs from non-finite params).
     """
-    _validate_nonnegative("weight_decay", weight_decay)
+    check_nonnegative("weight_decay", weight_decay)
     decay = optax.add_decayed_weights(_host_float(weight_decay), mask)
     if not _is_concrete_zero(weight_decay):
         return decay
@@ -170,7 +170,7 @@ def _optimizer(
     Decoupled: the params shrink by ``1 - lr * wd`` before the step, rounded as
     PyTorch (:func:`lookax.add_decoupled_weight_decay`).
     """
-    _validate_learning_rate(learning_rate)
+    check_learning_rate(learning_rate)
     if not callable(learning_rate):
         learning_rate = _host_float(learning_rate)
     lr = optax.scale_by_learning_rate(learning_rate)
@@ -237,12 +237,12 @@ def sgd(
       and momentum in deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013; ``torch.optim.SGD``.
     """
-    _validate_unit_interval("dampening", dampening, include_one=True)
-    _validate_flag("nesterov", nesterov)
+    check_unit_interval("dampening", dampening, include_one=True)
+    check_flag("nesterov", nesterov)
     if momentum is None:
         if nesterov:
             raise ValueError("nesterov=True requires a momentum > 0, got momentum=None")
-        _validate_mu_dtype(mu_dtype)
+        check_mu_dtype(mu_dtype)
         direction = optax.identity()
     else:
         direction = scale_by_momentum(momentum, dampening, nesterov, mu_dtype)
@@ -299,8 +299,8 @@ def adagrad(
       and Stochastic Optimization <https://jmlr.org/papers/v12/duchi11a.html>`_,
       JMLR 2011; ``torch.optim.Adagrad``.
     """
-    _validate_learning_rate(learning_rate)
-    _validate_nonnegative("lr_decay", lr_decay)
+    check_learning_rate(learning_rate)
+    check_nonnegative("lr_decay", lr_decay)
     lr_decay = _host_float(lr_decay)
     base_rate = learning_rate if callable(learning_rate) else _host_float(learning_rate)
 
@@ -372,14 +372,14 @@ def rmsprop(
       <https://arxiv.org/abs/1308.0850>`_, 2013 (centered);
       ``torch.optim.RMSprop``.
     """
-    _validate_unit_interval("decay", decay, include_one=True)
-    _validate_nonnegative("eps", eps)
-    _validate_flag("centered", centered)
+    check_unit_interval("decay", decay, include_one=True)
+    check_nonnegative("eps", eps)
+    check_flag("centered", centered)
     decay, eps = _host_float(decay), _host_float(eps)
     scale = optax.scale_by_stddev if centered else optax.scale_by_rms
     direction = scale(decay=decay, eps=eps, initial_scale=0.0, eps_in_sqrt=False)
     if momentum is not None:
-        _validate_nonnegative("momentum", momentum)
+        check_nonnegative("momentum", momentum)
         direction = optax.chain(direction, optax.trace(decay=_host_float(momentum)))
     direction = _complex_as_real(direction)
     return _optimizer(direction, learning_rate, weight_decay, mask, decoupled=False)
@@ -429,8 +429,8 @@ def adadelta(
       Zeiler, `ADADELTA: An Adaptive Learning Rate Method
       <https://arxiv.org/abs/1212.5701>`_, 2012; ``torch.optim.Adadelta``.
     """
-    _validate_unit_interval("rho", rho, include_one=True)
-    _validate_nonnegative("eps", eps)
+    check_unit_interval("rho", rho, include_one=True)
+    check_nonnegative("eps", eps)
     direction = optax.scale_by_adadelta(rho=_host_float(rho), eps=_host_float(eps))
     direction = _complex_as_real(direction)
     return _optimizer(direction, learning_rate, weight_decay, mask, decoupled=False)
@@ -604,7 +604,7 @@ def nadam(
       <https://openreview.net/forum?id=OM0jvwB8jIp57ZJjtNEZ>`_, ICLR 2016
       workshop; ``torch.optim.NAdam``.
     """
-    _validate_flag("decoupled_weight_decay", decoupled_weight_decay)
+    check_flag("decoupled_weight_decay", decoupled_weight_decay)
     direction = scale_by_nadam(b1, b2, eps, momentum_decay, mu_dtype=mu_dtype)
     return _optimizer(
         direction, learning_rate, weight_decay, mask, decoupled=decoupled_weight_decay
@@ -664,7 +664,7 @@ def radam(
       Learning Rate and Beyond <https://arxiv.org/abs/1908.03265>`_, ICLR 2020;
       ``torch.optim.RAdam``.
     """
-    _validate_flag("decoupled_weight_decay", decoupled_weight_decay)
+    check_flag("decoupled_weight_decay", decoupled_weight_decay)
     direction = scale_by_radam(b1, b2, eps, mu_dtype=mu_dtype)
     return _optimizer(
         direction, learning_rate, weight_decay, mask, decoupled=decoupled_weight_decay
@@ -728,9 +728,9 @@ def lion(
       <https://arxiv.org/abs/2302.06675>`_, NeurIPS 2023 (Algorithm 2);
       lion-pytorch (lucidrains).
     """
-    _validate_unit_interval("b1", b1, include_one=False)
-    _validate_unit_interval("b2", b2, include_one=False)
-    mu_dtype = _validate_mu_dtype(mu_dtype)
+    check_unit_interval("b1", b1, include_one=False)
+    check_unit_interval("b2", b2, include_one=False)
+    mu_dtype = check_mu_dtype(mu_dtype)
     direction = optax.scale_by_lion(b1=_host_float(b1), b2=_host_float(b2), mu_dtype=mu_dtype)
     direction = _complex_as_real(direction)
     return _optimizer(direction, learning_rate, weight_decay, mask, decoupled=True)
@@ -821,8 +821,8 @@ def ranger(
       (version 2020.9.4); Liu et al., RAdam, ICLR 2020; Zhang, Lucas, Hinton,
       Ba, Lookahead, NeurIPS 2019; Yong et al., Gradient Centralization, ECCV 2020.
     """
-    _validate_flag("use_gc", use_gc)
-    _validate_flag("gc_conv_only", gc_conv_only)
+    check_flag("use_gc", use_gc)
+    check_flag("gc_conv_only", gc_conv_only)
     _validate_axis("gc_output_axis", gc_output_axis)
     inner = radam(
         learning_rate,

@@ -160,7 +160,7 @@ def outer_lookahead(
         return state_type(
             count=zero(),
             phase=zero(),
-            slow=slow,
+            lagging_slow=slow,
             inner_state=path.inner.init(params),
             outer_state=OuterState(per_fragment, zero(), zero(jnp.bool_), zero()),
         )
@@ -221,7 +221,7 @@ def _overlapped_update(
     slow, outer_state, _ = _outer_steps(
         path, plan, clock.pending, (p,), state, path.alpha_at(state.count - 1)
     )
-    state = state._replace(slow=treedef.unflatten(slow), outer_state=outer_state)
+    state = state._replace(lagging_slow=treedef.unflatten(slow), outer_state=outer_state)
     inner_state = _reset_inner_state(path, clock, left_out, state, params)
     u, inner_state = path.inner.update(grads, inner_state, params, **extra)
     u_leaves = treedef.flatten_up_to(u)
@@ -230,7 +230,7 @@ def _overlapped_update(
         for j, (pj, uj, s) in enumerate(zip(p, u_leaves, slow, strict=True))
     ]
     return jax.tree.unflatten(treedef, out), clock.advance(
-        state, state.slow, inner_state, outer_state
+        state, state.lagging_slow, inner_state, outer_state
     )
 
 
@@ -280,7 +280,7 @@ class Clock(NamedTuple):
         return state._replace(
             count=safe_increment(jnp.asarray(state.count)),
             phase=jnp.where(is_last, 0, jnp.asarray(state.phase) + 1).astype(jnp.int32),
-            slow=slow,
+            lagging_slow=slow,
             inner_state=inner_state,
             outer_state=outer_state,
         )
@@ -498,7 +498,7 @@ def _outer_steps(
       The slow weights' leaves, the outer state, and the updates' leaves (exact
       step) or None.
     """
-    slow = list(jax.tree.leaves(state.slow))
+    slow = list(jax.tree.leaves(state.lagging_slow))
     outer_state: OuterState = state.outer_state
     per_fragment = list(outer_state.per_fragment)
     health = (outer_state.dropped, outer_state.left_out, outer_state.diverged)
@@ -700,7 +700,7 @@ def _reset_inner_state(
     reset = Clock.any(after_outer_step) & left_out
     if path.reset_inner:
         reset = reset | Clock.any(clock.pending)
-    slow = jax.tree.map(lambda s, p: s.astype(jnp.result_type(p)), state.slow, params)
+    slow = jax.tree.map(lambda s, p: s.astype(jnp.result_type(p)), state.lagging_slow, params)
     fresh = path.inner.init(slow)
 
     def pick(new: Any, old: Any) -> Any:

@@ -38,7 +38,7 @@ def _map_replica_leaves(
         return LookaheadState(
             count=shared(node.count),
             phase=shared(node.phase),
-            slow=walk(node.slow),
+            lagging_slow=walk(node.lagging_slow),
             inner_state=walk(node.inner_state),
             inner_state_at_sync=walk(node.inner_state_at_sync),
             outer_state=walk(node.outer_state),
@@ -97,7 +97,7 @@ def stack_replicas(tree: Any, num_replicas: int) -> Any:
       >>> import jax.numpy as jnp, optax, lookax
       >>> tx = lookax.diloco(optax.adam(1e-3), 4, replica_axis="r")
       >>> state = lookax.stack_replicas(tx.init({"w": jnp.zeros(3)}), 4)
-      >>> state.slow["w"].shape, state.count.shape
+      >>> state.lagging_slow["w"].shape, state.count.shape
       ((4, 3), ())
     """
 

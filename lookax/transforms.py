@@ -51,18 +51,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax._checks import (
+    check_flag,
+    check_learning_rate,
+    check_mu_dtype,
+    check_nonnegative,
+    check_unit_interval,
+    concrete_float,
+    is_traced,
+    state_dtype_for,
+)
 from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation, safe_increment
-from lookax._validation import (
-    _concrete_float,
-    _is_traced,
-    _state_dtype_for,
-    _validate_flag,
-    _validate_learning_rate,
-    _validate_mu_dtype,
-    _validate_nonnegative,
-    _validate_unit_interval,
-)
 
 __all__ = [
     "AddDecoupledWeightDecayState",
@@ -211,7 +211,7 @@ def _complex_as_real(tx: optax.GradientTransformation) -> optax.GradientTransfor
         def back(leaf: jax.Array, param: Any) -> jax.Array:
             if not _is_complex(param):
                 return leaf
-            return _from_real(leaf, _state_dtype_for(leaf.dtype, jnp.result_type(param)))
+            return _from_real(leaf, state_dtype_for(leaf.dtype, jnp.result_type(param)))
 
         return optax.tree.map_params(tx, back, state, params)
 
@@ -300,8 +300,8 @@ def add_decoupled_weight_decay(
       Loshchilov, Hutter, `Decoupled Weight Decay Regularization
       <https://arxiv.org/abs/1711.05101>`_, ICLR 2019; ``torch.optim.AdamW``.
     """
-    _validate_learning_rate(learning_rate)
-    _validate_nonnegative("weight_decay", weight_decay)
+    check_learning_rate(learning_rate)
+    check_nonnegative("weight_decay", weight_decay)
     skip = _is_concrete_zero(weight_decay)
     if not callable(learning_rate):
         learning_rate = _host_float(learning_rate)
@@ -349,7 +349,7 @@ def add_decoupled_weight_decay(
 
 
 def _validate_axis(name: str, axis: Any) -> None:
-    if _is_traced(axis):
+    if is_traced(axis):
         return
     is_integer_scalar = (
         isinstance(axis, int | np.integer) and not isinstance(axis, bool | np.bool_)
@@ -364,7 +364,7 @@ def _validate_axis(name: str, axis: Any) -> None:
 
 def _centralize_leaf(g: jax.Array, axis: Any, path: str) -> jax.Array:
     ndim = g.ndim
-    if not _is_traced(axis):
+    if not is_traced(axis):
         axis = int(axis)
         if not -ndim <= axis < ndim:
             raise ValueError(
@@ -439,7 +439,7 @@ def centralize_gradients(
       ECCV 2020.
     """
     _validate_axis("output_axis", output_axis)
-    _validate_flag("conv_only", conv_only)
+    check_flag("conv_only", conv_only)
     min_ndim = 4 if conv_only else 2
 
     def update_fn(
@@ -532,12 +532,12 @@ def scale_by_momentum(
       and momentum in deep learning <https://proceedings.mlr.press/v28/sutskever13.html>`_,
       ICML 2013; ``torch.optim.SGD``.
     """
-    _validate_nonnegative("momentum", momentum)
-    _validate_unit_interval("dampening", dampening, include_one=True)
-    _validate_flag("nesterov", nesterov)
+    check_nonnegative("momentum", momentum)
+    check_unit_interval("dampening", dampening, include_one=True)
+    check_flag("nesterov", nesterov)
     if nesterov:
-        momentum_value = _concrete_float("momentum", momentum)
-        dampening_value = _concrete_float("dampening", dampening)
+        momentum_value = concrete_float("momentum", momentum)
+        dampening_value = concrete_float("dampening", dampening)
         if momentum_value is not None and momentum_value <= 0.0:
             raise ValueError(f"nesterov=True requires momentum > 0, got momentum={momentum!r}")
         if dampening_value is not None and dampening_value != 0.0:
@@ -545,7 +545,7 @@ def scale_by_momentum(
                 f"nesterov=True requires dampening == 0 (as torch.optim.SGD), "
                 f"got dampening={dampening!r}"
             )
-    mu_dtype = _validate_mu_dtype(mu_dtype)
+    mu_dtype = check_mu_dtype(mu_dtype)
     first_step_is_plain = _is_concrete_zero(dampening)  # (1 - 0) * g is g already
     momentum = _host_float(momentum)
     dampening = _host_float(dampening)
@@ -630,8 +630,8 @@ def scale_by_adagrad(
       and Stochastic Optimization <https://jmlr.org/papers/v12/duchi11a.html>`_,
       JMLR 2011; ``torch.optim.Adagrad``.
     """
-    _validate_nonnegative("initial_accumulator_value", initial_accumulator_value)
-    _validate_nonnegative("eps", eps)
+    check_nonnegative("initial_accumulator_value", initial_accumulator_value)
+    check_nonnegative("eps", eps)
     initial_accumulator_value = _host_float(initial_accumulator_value)
     eps = _host_float(eps)
 
@@ -663,9 +663,9 @@ def scale_by_adagrad(
 
 
 def _validate_adam_like(b1: Any, b2: Any, eps: Any) -> None:
-    _validate_unit_interval("b1", b1, include_one=False)
-    _validate_unit_interval("b2", b2, include_one=False)
-    _validate_nonnegative("eps", eps)
+    check_unit_interval("b1", b1, include_one=False)
+    check_unit_interval("b2", b2, include_one=False)
+    check_nonnegative("eps", eps)
 
 
 def _update_moments(
@@ -753,8 +753,8 @@ def scale_by_adam(
       ICLR 2018; ``torch.optim.Adam``.
     """
     _validate_adam_like(b1, b2, eps)
-    _validate_flag("amsgrad", amsgrad)
-    mu_dtype = _validate_mu_dtype(mu_dtype)
+    check_flag("amsgrad", amsgrad)
+    mu_dtype = check_mu_dtype(mu_dtype)
     b1, b2, eps = _host_float(b1), _host_float(b2), _host_float(eps)
 
     def init_fn(params: optax.Params) -> ScaleByAdamState:
@@ -888,8 +888,8 @@ def scale_by_nadam(
       workshop; ``torch.optim.NAdam``.
     """
     _validate_adam_like(b1, b2, eps)
-    _validate_nonnegative("momentum_decay", momentum_decay)
-    mu_dtype = _validate_mu_dtype(mu_dtype)
+    check_nonnegative("momentum_decay", momentum_decay)
+    mu_dtype = check_mu_dtype(mu_dtype)
     b1, b2, eps = _host_float(b1), _host_float(b2), _host_float(eps)
     momentum_decay = _host_float(momentum_decay)
 
@@ -1104,7 +1104,7 @@ def scale_by_radam(
       ``torch.optim.RAdam``.
     """
     _validate_adam_like(b1, b2, eps)
-    mu_dtype = _validate_mu_dtype(mu_dtype)
+    mu_dtype = check_mu_dtype(mu_dtype)
     b1, b2, eps = _host_float(b1), _host_float(b2), _host_float(eps)
 
     def init_fn(params: optax.Params) -> ScaleByRAdamState:

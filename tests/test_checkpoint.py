@@ -68,7 +68,7 @@ def test_orbax_restore_in_a_fresh_process_is_bitwise_identical(tmp_path, run_wor
     state = run(step, init_state(), save_after)
     lookahead_state = state.opt_state[1]
     assert int(lookahead_state.count) > worker.SYNC_PERIOD  # a sync is behind it
-    stored_kernel = lookahead_state.slow["dense"]["kernel"]
+    stored_kernel = lookahead_state.lagging_slow["dense"]["kernel"]
     current_kernel = lookax.slow_params(state.opt_state, state.params)["dense"]["kernel"]
     if save_after % worker.SYNC_PERIOD:
         assert 0 < int(lookahead_state.phase) < worker.SYNC_PERIOD - 1  # mid-cycle
@@ -107,8 +107,8 @@ def assert_outer_checkpoint_point(variant: str, state) -> None:
     # the fast weights have left the slow ones (with sync_delay=1 too: the sync call only
     # trained, the slow weights are still those of the last completed outer step)
     for name in ("w", "b"):
-        np.testing.assert_array_equal(slow_now[name], lookahead_state.slow[name])
-        assert not np.array_equal(lookahead_state.slow[name], state.params[name]), name
+        np.testing.assert_array_equal(slow_now[name], lookahead_state.lagging_slow[name])
+        assert not np.array_equal(lookahead_state.lagging_slow[name], state.params[name]), name
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def test_clipping_before_lookahead_equals_lookahead_fed_clipped_gradients():
         chex_close(p_chained, p_plain)
         chex_close(lookax.slow_params(s_chained, p_chained), lookax.slow_params(s_plain, p_plain))
         if t % 3 == 1 and t > 1:  # the call after a sync stores the params it produced
-            assert_trees_bitwise_equal(p_chained_at_sync, s_chained[1].slow)
+            assert_trees_bitwise_equal(p_chained_at_sync, s_chained[1].lagging_slow)
         p_chained_at_sync = p_chained
     assert int(s_chained[1].count) == 7 and int(s_chained[1].phase) == 1
     assert len(step_chained.traces) == 1
@@ -145,7 +145,7 @@ def test_lookahead_after_a_stateful_transform_in_a_chain():
         chex_close(p_out, p_in)
     chex_close(lookax.slow_params(s_out, p_out), lookax.slow_params(s_in, p_in))
     assert_trees_bitwise_equal(p_out, lookax.slow_params(s_out, p_out))  # 8 steps: a sync ran
-    stored = jax.tree.leaves(s_out[1].slow)
+    stored = jax.tree.leaves(s_out[1].lagging_slow)
     assert not np.array_equal(jax.tree.leaves(p_out)[0], stored[0])  # and is still to be written
 
 
@@ -211,7 +211,7 @@ def test_multi_transform_lookahead_on_a_subset_and_full_tree_slow_params():
     assert len(step.traces) == 1
 
     # The state itself holds the slow weights alone, MaskedNode where Lookahead does not run.
-    stored = state.inner_states["lookahead"].inner_state.slow
+    stored = state.inner_states["lookahead"].inner_state.lagging_slow
     assert isinstance(stored["head"]["w"], optax.MaskedNode)
     np.testing.assert_allclose(stored["encoder"]["w"], 0.70, rtol=1e-6)
 
@@ -402,7 +402,7 @@ def test_ranger_under_another_lookahead():
         if t % ranger_k == 0:
             assert_trees_bitwise_equal(p, lookax.slow_params(ranger_state, p))
         if t % ranger_k == 1 and t > 1:
-            assert_trees_bitwise_equal(p_at_ranger_sync, ranger_state.slow)
+            assert_trees_bitwise_equal(p_at_ranger_sync, ranger_state.lagging_slow)
         p_at_ranger_sync = p
     assert int(s.count) == 24 and int(s.inner_state.count) == 24
     # Gradient Centralization removes the per-column mean of the kernel's gradient, so the

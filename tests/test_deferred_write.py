@@ -40,7 +40,7 @@ def _vmapped_run(dtype):
             p, s = carry
             u, s = tx.update(g, s, p)
             p = optax.apply_updates(p, u)
-            return (p, s), (p, lookax.slow_params(s, p), s.slow)
+            return (p, s), (p, lookax.slow_params(s, p), s.lagging_slow)
 
         return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
 
@@ -80,12 +80,12 @@ def test_a_transform_chained_after_lookahead_moves_the_slow_weights_with_the_par
         u, state = not_last.update(jnp.float32(1.0), state, p)
         p = optax.apply_updates(p, u)
     # Alone: theta = 1 - .1 - .1 - .1 = .7, target 1 + .5 (.7 - 1) = .85, one more step .75.
-    assert float(state_last.slow) == pytest.approx(0.85, rel=1e-6)
+    assert float(state_last.lagging_slow) == pytest.approx(0.85, rel=1e-6)
     assert float(p_last) == pytest.approx(0.75, rel=1e-6)
     # Chained: the fast steps are doubled (.8 .6), the sync's update toward the target
     # 1 + .5 (.5 - 1) = .75 is doubled from .15 to .3, so the params land at .9, and the
     # slow weights follow them there, not to the target.
-    assert float(state[0].slow) == pytest.approx(0.9, rel=1e-6)
+    assert float(state[0].lagging_slow) == pytest.approx(0.9, rel=1e-6)
     assert float(p) == pytest.approx(0.9 - 0.2, rel=1e-6)
 
 

@@ -74,11 +74,11 @@ def test_bf16_and_mixed_dtype_trees_keep_every_dtype(make_tx):
         assert jax.tree.map(lambda u: u.dtype, updates) == dtypes
         slow = lookax.slow_params(state, params)
         assert jax.tree.map(lambda s: s.dtype, slow) == dtypes
-        assert jax.tree.map(lambda s: s.dtype, state.slow) == dtypes
+        assert jax.tree.map(lambda s: s.dtype, state.lagging_slow) == dtypes
         if t % 3 == 0:  # at a sync the slow weights are the params apply_updates produced
             assert_bitwise_equal(params, slow)
         if t % 3 == 1 and t > 1:  # and the next call stores them bit for bit, every dtype
-            assert_bitwise_equal(params_at_sync, state.slow)
+            assert_bitwise_equal(params_at_sync, state.lagging_slow)
         params_at_sync = params
         assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
     assert step._cache_size() == 1
@@ -99,7 +99,7 @@ def test_inner_updates_wider_than_bf16_params():
         assert updates["w"].dtype == jnp.float32  # the inner optimizer's choice, kept
         assert params["w"].dtype == jnp.bfloat16
         if t % 3 == 1 and t > 1:  # the call after a sync stored the params it produced
-            assert_bitwise_equal(params_at_sync, state.slow)
+            assert_bitwise_equal(params_at_sync, state.lagging_slow)
         params_at_sync = params
 
 
@@ -118,7 +118,7 @@ def test_interpolate_with_an_inner_state_that_changes_dtype_after_init():
         at_sync_mu = state.inner_state_at_sync.inner_state[0].mu["w"]
         assert at_sync_mu.dtype == state.inner_state.inner_state[0].mu["w"].dtype
         if t % 2 == 1 and t > 1:
-            assert_bitwise_equal(params_at_sync, state.slow)
+            assert_bitwise_equal(params_at_sync, state.lagging_slow)
         params_at_sync = params
     assert params["w"].dtype == jnp.bfloat16
 
@@ -130,7 +130,7 @@ def test_scalar_leaves_follow_the_hand_trajectory():
     step = make_step(tx, grad_fn=lambda p: jax.tree.map(jnp.ones_like, p))
     for expected in HAND_TRAJECTORY:
         params, state, _ = step(params, state)
-        assert params["a"].shape == () and state.slow["b"][0].shape == ()
+        assert params["a"].shape == () and state.lagging_slow["b"][0].shape == ()
         np.testing.assert_allclose([params["a"], params["b"][0]], expected, rtol=1e-6)
 
 
@@ -141,7 +141,7 @@ def test_weakly_typed_params_give_a_stable_state_type():
     params = jnp.array(1.0)
     assert params.weak_type
     state = tx.init(params)
-    assert not state.inner_opt_state.slow.weak_type
+    assert not state.inner_opt_state.lagging_slow.weak_type
     _, new_state = jax.jit(tx.update)(params, state, params)
     # Lookahead's own state keeps its types. (The whole MultiSteps state does too from
     # optax 0.2.8 on; older optax lets MultiSteps' acc_grads turn weakly typed.)
@@ -171,7 +171,7 @@ def test_none_leaves_as_optax_allows():
     params = {"w": jnp.ones(2), "frozen": None}
     grads = {"w": jnp.ones(2), "frozen": None}
     state = tx.init(params)
-    assert state.slow["frozen"] is None
+    assert state.lagging_slow["frozen"] is None
     for t in range(1, 5):
         updates, state = jax.jit(tx.update)(grads, state, params)
         assert updates["frozen"] is None
@@ -230,7 +230,9 @@ def test_params_not_matching_the_state_are_rejected():
     tx = lookax.lookahead(optax.adam(0.1))
     state = tx.init({"w": jnp.ones(2)})
     other = {"w": jnp.ones(2), "extra": jnp.ones(1)}
-    with pytest.raises(ValueError, match="params and state.slow have different tree structures"):
+    with pytest.raises(
+        ValueError, match="params and state.lagging_slow have different tree structures"
+    ):
         tx.update(other, state, other)
     with pytest.raises(ValueError, match=re.escape("leaf ['w'] has shape (3,) in params")):
         tx.update({"w": jnp.ones(3)}, state, {"w": jnp.ones(3)})
@@ -383,7 +385,7 @@ def test_a_hundred_thousand_steps_in_lax_scan():
         params_are_slow = jax.tree.map(
             jnp.array_equal, params, lookax.slow_params(new_state, params)
         )
-        slow_unchanged = jax.tree.map(jnp.array_equal, new_state.slow, state.slow)
+        slow_unchanged = jax.tree.map(jnp.array_equal, new_state.lagging_slow, state.lagging_slow)
         record = (
             new_state.phase == 0,
             jnp.all(jnp.stack(jax.tree.leaves(params_are_slow))),

@@ -117,13 +117,15 @@ def test_train_state_apply_gradients_and_evaluating_on_slow_weights():
             assert_trees_bitwise_equal(state.params, slow)
             np.testing.assert_array_equal(logits, state.apply_fn({"params": state.params}, x))
         else:  # the stored ones, written at the start of the call after the sync
-            np.testing.assert_array_equal(logits, model.apply({"params": state.opt_state.slow}, x))
+            np.testing.assert_array_equal(
+                logits, model.apply({"params": state.opt_state.lagging_slow}, x)
+            )
             assert not trees_equal(state.params, slow)
     assert train_step._cache_size() == compiled_after_two_steps <= 2
 
     # Finishing on the slow weights (the loop ended mid-cycle, so they differ from the params).
     final = state.replace(params=lookax.slow_params(state.opt_state, state.params))
-    assert_trees_bitwise_equal(final.params, state.opt_state.slow)
+    assert_trees_bitwise_equal(final.params, state.opt_state.lagging_slow)
     np.testing.assert_array_equal(final.apply_fn({"params": final.params}, x), logits)
 
 

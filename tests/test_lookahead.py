@@ -251,7 +251,7 @@ def _exactness_runner(dtype):
             p, s = carry
             u, s = tx.update(g, s, p)
             p = optax.apply_updates(p, u)
-            return (p, s), (p, s.slow)
+            return (p, s), (p, s.lagging_slow)
 
         return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
 
@@ -263,7 +263,7 @@ def test_wide_slow_dtype_keeps_unrounded_slow_weights_within_one_ulp():
     params = jax.tree.map(lambda x: jnp.asarray(x, jnp.bfloat16), random_tree(rng))
     tx = lookax.lookahead(optax.adam(0.05), 3, 0.37, slow_dtype=jnp.float32)
     state = tx.init(params)
-    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.slow))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.lagging_slow))
     step = jax.jit(tx.update)
     syncs = 0
     for t in range(30):
@@ -273,7 +273,9 @@ def test_wide_slow_dtype_keeps_unrounded_slow_weights_within_one_ulp():
         params = optax.apply_updates(params, updates)
         if (t + 1) % 3 == 0:
             syncs += 1
-            for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True):
+            for p, s in zip(
+                jax.tree.leaves(params), jax.tree.leaves(state.lagging_slow), strict=True
+            ):
                 rounded = np.asarray(s.astype(jnp.bfloat16), np.float32)
                 actual = np.asarray(p, np.float32)
                 magnitude = np.maximum(np.abs(rounded), np.float32(2.0**-126))
@@ -320,7 +322,9 @@ def test_one_cond_takes_only_params_and_state_never_the_inner_updates(on_sync):
         assert len(sized) == 2 * len(params), sized
     # The stored slow weights are the cond's outputs, passed through by its identity branch.
     identity, copy = cond.params["branches"]
-    slow_pairs = zip(jax.tree.leaves(state_in.slow), jax.tree.leaves(state_out.slow), strict=True)
+    slow_pairs = zip(
+        jax.tree.leaves(state_in.lagging_slow), jax.tree.leaves(state_out.lagging_slow), strict=True
+    )
     for param_var, (var_in, var_out) in zip(params_in, slow_pairs, strict=True):
         position, out_position = _index(cond.invars[1:], var_in), _index(cond.outvars, var_out)
         param_position = _index(cond.invars[1:], param_var)
@@ -336,20 +340,20 @@ def test_slow_weights_bitwise_unchanged_off_sync_even_with_nan_fast_weights():
     tx = lookax.lookahead(optax.sgd(0.1), sync_period=3)
     state = tx.init(params)
     step = jax.jit(tx.update)
-    slow_before = jax.tree.map(np.asarray, state.slow)
+    slow_before = jax.tree.map(np.asarray, state.lagging_slow)
     nan_params = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
     grads = jax.tree.map(jnp.ones_like, params)
     for _ in range(2):  # steps 1 and 2 of a 3-cycle: no sync
         _, state = step(grads, state, nan_params)
-    chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.slow), slow_before)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.lagging_slow), slow_before)
     # At the sync, non-finite values propagate as in the paper; the write comes a call later.
     updates, state = step(grads, state, nan_params)
-    chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.slow), slow_before)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, state.lagging_slow), slow_before)
     assert all(np.isnan(np.asarray(u)).all() for u in jax.tree.leaves(updates))
     slow_now = lookax.slow_params(state, nan_params)
     assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree.leaves(slow_now))
     _, state = step(grads, state, nan_params)
-    assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.slow))
+    assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree.leaves(state.lagging_slow))
 
 
 def test_non_sync_updates_are_the_inner_updates_bitwise():
@@ -375,7 +379,7 @@ def test_donated_jitted_step_compiles_once_and_init_never_aliases():
     params = {n: jnp.ones(s) for n, s in TREE_SHAPES.items()}
     tx = lookax.lookahead(optax.adam(1e-2), sync_period=3, inner_state_on_sync="interpolate")
     state = tx.init(params)
-    for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(state.slow), strict=True):
+    for p, s in zip(jax.tree.leaves(params), jax.tree.leaves(state.lagging_slow), strict=True):
         assert p.unsafe_buffer_pointer() != s.unsafe_buffer_pointer()
     buffers = [leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(state)]
     assert len(set(buffers)) == len(buffers)
@@ -544,7 +548,7 @@ def test_mismatched_structures_raise_naming_the_mismatch():
         tx.update({"a": jnp.ones(3)}, state, params)
     with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\) in updates"):
         tx.update({"a": jnp.ones(3), "b": jnp.ones(4)}, state, params)
-    with pytest.raises(ValueError, match="state.slow"):
+    with pytest.raises(ValueError, match="state.lagging_slow"):
         tx.update({"c": jnp.ones(3)}, state, {"c": jnp.ones(3)})
 
 
@@ -585,18 +589,18 @@ def test_slow_params_in_a_chain_and_nested_lookahead():
     params = {"w": jnp.ones(3), "b": jnp.zeros(())}
     tx = optax.chain(optax.clip_by_global_norm(1.0), lookax.lookahead(optax.sgd(0.1), 2))
     params, state = _trained(tx, params)  # syncs after steps 2 and 4, written at 3 and 5
-    chex.assert_trees_all_equal(lookax.slow_params(state, params), state[1].slow)
+    chex.assert_trees_all_equal(lookax.slow_params(state, params), state[1].lagging_slow)
     params, state = _trained(tx, params, steps=2)  # a sync just ran: its slow weights are params
     chex.assert_trees_all_equal(lookax.slow_params(state, params), params)
-    assert not np.array_equal(state[1].slow["w"], params["w"])
+    assert not np.array_equal(state[1].lagging_slow["w"], params["w"])
 
     nested = lookax.lookahead(lookax.lookahead(optax.sgd(0.1), 2), 3)
     params, state = _trained(nested, {"w": jnp.ones(3)}, steps=5)
-    chex.assert_trees_all_equal(lookax.slow_params(state, params), state.slow)  # outermost
-    assert not np.array_equal(state.slow["w"], state.inner_state.slow["w"])
+    chex.assert_trees_all_equal(lookax.slow_params(state, params), state.lagging_slow)  # outermost
+    assert not np.array_equal(state.lagging_slow["w"], state.inner_state.lagging_slow["w"])
     # Both synced after step 6: the whole nest restarts from the outer target.
     params, state = _trained(nested, {"w": jnp.ones(3)}, steps=7)
-    chex.assert_trees_all_equal(state.slow, state.inner_state.slow)
+    chex.assert_trees_all_equal(state.lagging_slow, state.inner_state.lagging_slow)
 
 
 def test_slow_params_requires_params_and_says_why():
@@ -634,7 +638,7 @@ def test_slow_params_in_the_slow_dtype_on_request(jit):
     for steps, pending in ((2, True), (3, False)):  # right after the sync; one call later
         trained, state = _trained(tx, params, steps=steps)
         wide, narrow = slow_params(state, trained), lookax.slow_params(state, trained)
-        slow = _lookahead_state(state).slow
+        slow = _lookahead_state(state).lagging_slow
         assert {name: leaf.dtype for name, leaf in wide.items()} == {
             "bf16": jnp.float32,
             "f32": jnp.float32,
@@ -685,7 +689,7 @@ def test_adopting_lookahead_mid_run_continues_the_inner_optimizer():
         params = optax.apply_updates(params, updates)
     tx = lookax.lookahead(inner, sync_period=3, slow_step_size=0.5)
     state = lookax.init_from_inner(tx, params, inner_state)
-    chex.assert_trees_all_equal(state.slow, params)
+    chex.assert_trees_all_equal(state.lagging_slow, params)
     plain_params, plain_state = params, inner_state
     for _ in range(2):  # before the first sync: exactly the inner optimizer
         updates, state = tx.update(grads, state, params)

@@ -145,7 +145,7 @@ def vmap_replicas_reference(worker, sync_delay: int) -> dict[str, np.ndarray]:
     for target in targets:
         params, state = step(params, state, target)
         path_params.append(jax.tree.map(np.asarray, params))
-        path_slow.append(jax.tree.map(np.asarray, state.slow))
+        path_slow.append(jax.tree.map(np.asarray, state.lagging_slow))
     arrays = worker.replica_leaves(state)
     for name in params:
         arrays[f"path_params_{name}"] = np.stack([p[name] for p in path_params])

@@ -172,7 +172,7 @@ def test_outer_sgd_is_plain_lookahead():
         u, state = outer.update(jax.tree.map(lambda x, t=t: x[t], grads), state, params)
         params = optax.apply_updates(params, u)
     assert int(state.phase) == 0
-    np.testing.assert_allclose(state.slow["w"], params["w"], rtol=1e-6)
+    np.testing.assert_allclose(state.lagging_slow["w"], params["w"], rtol=1e-6)
     assert lookax.slow_params(state, params)["w"] is not params["w"]
 
 

@@ -382,7 +382,7 @@ def test_one_replica_alone_skips_a_nonfinite_outer_step():
         updates, state = tx.update(g, state, params)
         params = optax.apply_updates(params, updates)
     # the outer step of the pending call 5 saw a NaN pseudo-gradient: skipped
-    np.testing.assert_array_equal(np.asarray(state.slow), before)
+    np.testing.assert_array_equal(np.asarray(state.lagging_slow), before)
     assert int(lookax.replica_health(state).dropped) == 1
     assert bool(lookax.replica_health(state).left_out)
 
@@ -497,7 +497,9 @@ def test_replicas_started_apart_are_reported():
     same = lookax.stack_replicas(params, 4)
     apart = jax.tree.map(lambda x: x + jnp.arange(4.0).reshape((4,) + (1,) * (x.ndim - 1)), same)
     assert diverged_after(same) == [0, 0, 0, 0]
-    state = state._replace(slow=apart)  # the slow weights, as a per-replica init leaves them
+    state = state._replace(
+        lagging_slow=apart
+    )  # the slow weights, as a per-replica init leaves them
     assert diverged_after(apart) == [2, 2, 2, 2]
 
 
@@ -511,10 +513,10 @@ def test_replica_axes_finds_lookaheads_counters_at_any_depth():
     axes = lookax.replica_axes(state)
     outer, nested = axes[1], axes[1].inner_state
     assert (outer.count, outer.phase, nested.count, nested.phase) == (None,) * 4
-    assert outer.slow == {"w": 0} and nested.inner_state[0].count == 0
+    assert outer.lagging_slow == {"w": 0} and nested.inner_state[0].count == 0
     stacked = lookax.stack_replicas(state, 3)
     assert stacked[1].count.shape == () and stacked[1].inner_state.phase.shape == ()
-    assert stacked[1].slow["w"].shape == (3, 3)
+    assert stacked[1].lagging_slow["w"].shape == (3, 3)
     assert stacked[1].outer_state.dropped.shape == (3,)
     with pytest.raises(ValueError, match="replica_health: no outer-path Lookahead"):
         lookax.replica_health(inner.init({"w": jnp.zeros(3)}))
@@ -603,7 +605,7 @@ def test_overlapped_conds_take_only_params_slow_weights_and_outer_state():
     operands = params_sized_cond_operands(lookax.diloco(lookax.adam(1e-3), 4, sync_delay=1))
     assert "[0]['w']" in operands, "the sync branch takes the params-shaped leaf"
     for name in operands:
-        assert name.startswith(("[0]", "[1].slow", "[1].outer_state")), name
+        assert name.startswith(("[0]", "[1].lagging_slow", "[1].outer_state")), name
     # the control: the exact step's cond takes the inner updates, made in the step
     exact = params_sized_cond_operands(lookax.diloco(lookax.adam(1e-3), 4))
     assert "an intermediate" in exact

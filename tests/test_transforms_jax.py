@@ -118,7 +118,11 @@ def counters_unbatched_axes(state: lookax.LookaheadState):
     if state.inner_state_at_sync is not None:
         at_sync_axes = inner_axes
     return lookax.LookaheadState(
-        count=None, phase=None, slow=0, inner_state=inner_axes, inner_state_at_sync=at_sync_axes
+        count=None,
+        phase=None,
+        lagging_slow=0,
+        inner_state=inner_axes,
+        inner_state_at_sync=at_sync_axes,
     )
 
 
@@ -172,7 +176,9 @@ def test_vmap_over_seeds(on_sync):
     assert s.count.shape == () and int(s.count) == NUM_STEPS
     for i, (ref_params, ref_state) in enumerate(runs):
         assert_trees_close(jax.tree.map(lambda x, i=i: x[i], p), ref_params)
-        assert_trees_close(jax.tree.map(lambda x, i=i: x[i], s.slow), ref_state.slow)
+        assert_trees_close(
+            jax.tree.map(lambda x, i=i: x[i], s.lagging_slow), ref_state.lagging_slow
+        )
         slow_now = jax.tree.map(lambda x, i=i: x[i], lookax.slow_params(s, p))
         assert_trees_close(slow_now, lookax.slow_params(ref_state, ref_params))
 

@@ -77,7 +77,7 @@ def result_arrays(params, opt_state) -> dict[str, np.ndarray]:
     out = {"count": np.asarray(opt_state.count), "phase": np.asarray(opt_state.phase)}
     for name in ("w", "b"):
         out[f"params_{name}"] = np.asarray(params[name])
-        out[f"slow_{name}"] = np.asarray(opt_state.slow[name])
+        out[f"slow_{name}"] = np.asarray(opt_state.lagging_slow[name])
         out[f"mu_{name}"] = np.asarray(inner.mu[name])
         out[f"nu_{name}"] = np.asarray(inner.nu[name])
     return out
@@ -91,7 +91,7 @@ def run_checking_the_deferred_write(step, params, opt_state, data):
     for t in range(1, NUM_STEPS + 1):
         params, opt_state = step(params, opt_state, data)
         if at_sync is not None:
-            stored = multihost_utils.process_allgather(opt_state.slow, tiled=True)
+            stored = multihost_utils.process_allgather(opt_state.lagging_slow, tiled=True)
             for name, value in at_sync.items():
                 np.testing.assert_array_equal(stored[name], value, err_msg=f"step {t} {name}")
             checked += 1
@@ -123,11 +123,11 @@ def run_lookahead(process_id: int, out_dir: str) -> None:
 
     tx, step = make_step()
     opt_state = tx.init(params)
-    for name, leaf in opt_state.slow.items():
+    for name, leaf in opt_state.lagging_slow.items():
         assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
     checked = run_checking_the_deferred_write(step, params, opt_state, data)
     params, opt_state, deferred_writes_checked = checked
-    for name, leaf in opt_state.slow.items():
+    for name, leaf in opt_state.lagging_slow.items():
         assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
 
     gathered = multihost_utils.process_allgather((params, opt_state), tiled=True)
@@ -201,7 +201,7 @@ def make_replica_step(sync_delay: int = 0):
     host_state, stacked = stack_over_replicas(one_state, NUM_REPLICAS)
     layout = jax.tree.map(lambda s: "replica" if s else "shared", stacked)
     assert layout.count == layout.phase == "shared"
-    assert layout.slow == {"b": "replica", "w": "replica"}
+    assert layout.lagging_slow == {"b": "replica", "w": "replica"}
     return tx, local_step, host_state, layout
 
 
@@ -262,7 +262,7 @@ def run_replicas(process_id: int, out_dir: str, sync_delay: int = 0) -> None:
     path_params, path_slow = [], []
     for t in range(REPLICA_STEPS):
         params, state = step(params, state, put(targets[t], params_specs))
-        gathered = multihost_utils.process_allgather((params, state.slow), tiled=True)
+        gathered = multihost_utils.process_allgather((params, state.lagging_slow), tiled=True)
         path_params.append(gathered[0])
         path_slow.append(gathered[1])
     arrays = replica_leaves(multihost_utils.process_allgather(state, tiled=True))

@@ -162,7 +162,9 @@ def check_deferred_write(i: int, params, state, at_sync):
     them), else None.
     """
     if at_sync is not None:
-        assert trees_bitwise_equal(at_sync, state.slow), f"slow weights stored after step {i + 1}"
+        assert trees_bitwise_equal(at_sync, state.lagging_slow), (
+            f"slow weights stored after step {i + 1}"
+        )
     if (i + 1) % SYNC_PERIOD:
         return None
     assert trees_bitwise_equal(params, lookax.slow_params(state, params))
@@ -229,7 +231,9 @@ def named_sharding_check(axis_type: AxisType, on_sync: str) -> str:
             # Under an Auto mesh, jit leaves the placement of values built inside it to XLA:
             # optax's jnp.zeros_like moments come out replicated (pass out_shardings, init
             # eagerly, or use an Explicit mesh). Lookahead's own slow copy keeps its sharding.
-            assert_state_sharded_like(lookahead_of(jit_state).slow, params, 1, "jit init slow")
+            assert_state_sharded_like(
+                lookahead_of(jit_state).lagging_slow, params, 1, "jit init slow"
+            )
 
         def step(params, state):
             updates, state = tx.update(jax.grad(loss)(params), state, params)
@@ -328,7 +332,7 @@ def shard_map_check(on_sync: str, inner_name: str) -> str:
         ref_params, ref_state = unsharded(ref_params, ref_state)
         at_sync = check_deferred_write(i, params, state, at_sync)
     assert int(state.count) == NUM_STEPS and int(state.phase) == NUM_STEPS % SYNC_PERIOD
-    for name, leaf in state.slow.items():
+    for name, leaf in state.lagging_slow.items():
         assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
     worst = assert_close_trees(params, ref_params, "params")
     worst = max(worst, assert_close_trees(state, ref_state, "state"))
@@ -509,7 +513,7 @@ def _() -> str:
     # the call after the sync stores the params it produced, on every device
     params_at_sync = params
     params, state = step(params, state, jnp.bool_(False))
-    assert trees_bitwise_equal(params_at_sync, state.inner_state.slow)
+    assert trees_bitwise_equal(params_at_sync, state.inner_state.lagging_slow)
     return "skipped on every device; the next clean step syncs"
 
 
@@ -540,7 +544,7 @@ def _() -> str:
     assert int(inner_state.phase) == 0 and int(inner_state.count) == SYNC_PERIOD
     params_at_sync = params
     params, inner_state = step(params, inner_state, jnp.bool_(False))
-    assert trees_bitwise_equal(params_at_sync, inner_state.slow)
+    assert trees_bitwise_equal(params_at_sync, inner_state.lagging_slow)
     return "skipped on every device; the next clean step syncs"
 
 
@@ -680,7 +684,7 @@ def replica_state(tx, one: dict):
     assert specs.count == P() and specs.phase == P() and axes.count is None
     assert specs.outer_state.dropped == P("replica")
     for name, value in one.items():
-        assert host_state.slow[name].shape == (NUM_REPLICAS, *value.shape), name
+        assert host_state.lagging_slow[name].shape == (NUM_REPLICAS, *value.shape), name
     return host_state, specs, axes
 
 
@@ -749,12 +753,12 @@ def replicas_shard_map_check(run_name: str) -> str:
     params, state = put_specs(host, mesh, params_specs), put_specs(host_state, mesh, specs)
     device = jax.devices()[0]
     ref_params, ref_state = jax.device_put((host, host_state), device)
-    slow, ref_slow = dict(host_state.slow), dict(host_state.slow)
+    slow, ref_slow = dict(host_state.lagging_slow), dict(host_state.lagging_slow)
     worst, outer_steps = 0.0, []
     for i in range(NUM_STEPS):
         params, state = sharded(params, state, put_specs(targets[i], mesh, params_specs))
         ref_params, ref_state = vmapped(ref_params, ref_state, jax.device_put(targets[i], device))
-        for name, leaf in state.slow.items():
+        for name, leaf in state.lagging_slow.items():
             assert leaf.sharding.is_equivalent_to(params[name].sharding, leaf.ndim), name
         worst = max(worst, assert_close_trees(params, ref_params, f"params after {i + 1}"))
         worst = max(worst, assert_close_trees(state, ref_state, f"state after {i + 1}"))

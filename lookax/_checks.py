@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _is_traced(value: Any) -> bool:
+def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
-def _concrete_scalar(name: str, value: Any) -> np.ndarray | None:
+def concrete_scalar(name: str, value: Any) -> np.ndarray | None:
     """Returns ``value`` as a 0-d NumPy array, or None when it is traced."""
-    if _is_traced(value):
+    if is_traced(value):
         return None
     try:
         array = np.asarray(value)
@@ -31,7 +31,7 @@ def _concrete_scalar(name: str, value: Any) -> np.ndarray | None:
     return array
 
 
-def _concrete_float(name: str, value: Any) -> float | None:
+def concrete_float(name: str, value: Any) -> float | None:
     """``value`` as a Python float, or None when it is traced.
 
     Raises ``ValueError`` naming ``name`` for anything that is not a real
@@ -40,7 +40,7 @@ def _concrete_float(name: str, value: Any) -> float | None:
     """
     if isinstance(value, bool | np.bool_) or callable(value):
         raise ValueError(f"{name} must be a real number, got {value!r}")
-    array = _concrete_scalar(name, value)
+    array = concrete_scalar(name, value)
     if array is None:
         return None
     if jnp.issubdtype(array.dtype, jnp.complexfloating) and array.imag == 0:
@@ -52,14 +52,14 @@ def _concrete_float(name: str, value: Any) -> float | None:
     return float(array)
 
 
-def _validate_nonnegative(name: str, value: Any) -> None:
-    number = _concrete_float(name, value)
+def check_nonnegative(name: str, value: Any) -> None:
+    number = concrete_float(name, value)
     if number is not None and not number >= 0.0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def _validate_unit_interval(name: str, value: Any, *, include_one: bool) -> None:
-    number = _concrete_float(name, value)
+def check_unit_interval(name: str, value: Any, *, include_one: bool) -> None:
+    number = concrete_float(name, value)
     if number is None:
         return
     inside = 0.0 <= number <= 1.0 if include_one else 0.0 <= number < 1.0
@@ -76,35 +76,35 @@ def _validate_unit_interval(name: str, value: Any, *, include_one: bool) -> None
         raise ValueError(f"{name} must be in {interval}, got {value!r}{hint}")
 
 
-def _validate_learning_rate(learning_rate: Any) -> None:
+def check_learning_rate(learning_rate: Any) -> None:
     if callable(learning_rate):
         return
-    _validate_nonnegative("learning_rate", learning_rate)
+    check_nonnegative("learning_rate", learning_rate)
 
 
-def _validate_flag(name: str, value: Any) -> None:
+def check_flag(name: str, value: Any) -> None:
     if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be a Python bool (a static choice), got {value!r}")
 
 
-def _real_dtype(dtype: Any) -> np.dtype:
+def real_dtype(dtype: Any) -> np.dtype:
     """``dtype``'s real counterpart (``complex64`` -> ``float32``); real dtypes unchanged."""
     dtype = jnp.dtype(dtype)
     return jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
 
 
-def _validate_state_dtype(name: str, dtype: Any) -> Any:
+def check_state_dtype(name: str, dtype: Any) -> Any:
     """A state storage dtype: None, or a floating or complex dtype, taken as a precision.
 
     Returns None or a real dtype (``complex64`` gives ``float32``): each leaf's state is
-    real or complex as its param is (:func:`_state_dtype_for`), so one dtype serves a tree
+    real or complex as its param is (:func:`state_dtype_for`), so one dtype serves a tree
     of real and complex params.
     """
     if dtype is None:
         return None
     message = f"{name} must be a floating or complex dtype or None, got {dtype!r}"
     try:
-        precision = _real_dtype(dtype)
+        precision = real_dtype(dtype)
     except TypeError as error:
         raise ValueError(message) from error
     if not jnp.issubdtype(precision, jnp.floating):
@@ -112,11 +112,11 @@ def _validate_state_dtype(name: str, dtype: Any) -> Any:
     return jax.dtypes.canonicalize_dtype(precision)
 
 
-def _validate_mu_dtype(mu_dtype: Any) -> Any:
-    return _validate_state_dtype("mu_dtype", mu_dtype)
+def check_mu_dtype(mu_dtype: Any) -> Any:
+    return check_state_dtype("mu_dtype", mu_dtype)
 
 
-def _state_dtype_for(precision: Any, param_dtype: Any) -> Any:
+def state_dtype_for(precision: Any, param_dtype: Any) -> Any:
     """The dtype of a param's state leaf with the given precision (None: the param's dtype).
 
     Complex params get the complex dtype of that precision (``bfloat16`` and ``float32``
@@ -124,16 +124,16 @@ def _state_dtype_for(precision: Any, param_dtype: Any) -> Any:
     """
     if precision is None:
         return param_dtype
-    precision = _real_dtype(precision)
+    precision = real_dtype(precision)
     if jnp.issubdtype(param_dtype, jnp.complexfloating):
         return jax.dtypes.canonicalize_dtype(jnp.promote_types(precision, jnp.complex64))
     return jax.dtypes.canonicalize_dtype(precision)
 
 
-def _validate_sync_period(sync_period: Any) -> None:
+def check_sync_period(sync_period: Any) -> None:
     if isinstance(sync_period, bool | np.bool_):
         raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
-    array = _concrete_scalar("sync_period", sync_period)
+    array = concrete_scalar("sync_period", sync_period)
     if array is None:
         return
     if not np.issubdtype(array.dtype, np.integer):
@@ -144,6 +144,6 @@ def _validate_sync_period(sync_period: Any) -> None:
         raise ValueError(f"sync_period must be an integer >= 1, got {sync_period!r}")
 
 
-def _validate_slow_step_size(slow_step_size: Any) -> None:
+def check_slow_step_size(slow_step_size: Any) -> None:
     if not callable(slow_step_size):
-        _validate_unit_interval("slow_step_size", slow_step_size, include_one=True)
+        check_unit_interval("slow_step_size", slow_step_size, include_one=True)
