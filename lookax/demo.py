@@ -110,6 +110,15 @@ def _positive_int(text: str) -> int:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _make_parser()
+    args = parser.parse_args(argv)
+    args.optimizers = _optimizer_names(parser, args.optimizers)
+    args.learning_rates = _learning_rates(parser, args.optimizers, args.lr)
+    _check_run_options(parser, args)
+    return args
+
+
+def _make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lookax.demo",
         description=(
@@ -150,9 +159,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=_positive_int, default=100, help="minibatch size")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = parser.parse_args(argv)
+    return parser
 
-    names = [name.strip() for name in args.optimizers.split(",") if name.strip()]
+
+def _optimizer_names(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """``--optimizers``' comma-separated names, known and each given once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in OPTIMIZER_CHOICES]
     if unknown:
         parser.error(
@@ -162,11 +174,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not names:
         parser.error("--optimizers is empty")
     if len(set(names)) != len(names):
-        parser.error(f"--optimizers lists a name twice: {args.optimizers}")
-    args.optimizers = names
+        parser.error(f"--optimizers lists a name twice: {text}")
+    return names
 
+
+def _learning_rates(
+    parser: argparse.ArgumentParser, names: list[str], overrides: list[str]
+) -> dict[str, float]:
+    """Each optimizer's learning rate: its default, or a ``--lr NAME=VALUE`` override."""
     learning_rates = {name: default_learning_rate(name) for name in names}
-    for item in args.lr:
+    for item in overrides:
         name, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--lr expects NAME=VALUE, got {item!r}")
@@ -178,8 +195,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--lr {item!r}: {value!r} is not a number")
         if not learning_rates[name] > 0:
             parser.error(f"--lr {item!r}: the learning rate must be positive")
-    args.learning_rates = learning_rates
+    return learning_rates
 
+
+def _check_run_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Clips ``--eval-every`` to ``--steps``, then refuses steps, batch or output it cannot use."""
     if args.eval_every > args.steps:
         args.eval_every = args.steps
     if args.steps % args.eval_every:
@@ -190,7 +210,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--batch-size ({args.batch_size}) exceeds the 4000 training sequences")
     if not args.output.lower().endswith((".png", ".pdf", ".svg")):
         parser.error(f"--output must end in .png, .pdf or .svg, got {args.output!r}")
-    return args
 
 
 def train(

@@ -21,6 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lookax._checks import (
+    check_layout,
+    check_leaf_key,
+    check_max_leaf_size,
+    check_one_per_buffer,
+    check_state_type,
+    check_transformation,
+)
 from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation_extra_args
 
@@ -123,22 +131,8 @@ def _make_plan(
 
 
 def _leaves_of(plan: GroupingPlan, name: str, tree: Any) -> list[Any]:
-    # Any: jaxlib ships no type stubs for PyTreeDef (a C++ class), so a type checker
-    # would see no methods on it.
-    treedef: Any = jax.tree.structure(tree)
-    if treedef != plan.treedef:
-        raise ValueError(
-            f"grouped: {name} does not have the structure of the params given to init:\n"
-            f"  init params: {plan.treedef}\n  {name}: {treedef}"
-        )
-    leaves: list[Any] = treedef.flatten_up_to(tree)
-    for index, (leaf, shape) in enumerate(zip(leaves, plan.shapes, strict=True)):
-        if tuple(np.shape(leaf)) != shape:
-            path = jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(tree)[0][index][0])
-            raise ValueError(
-                f"grouped: leaf {path or '<root>'} of {name} has shape {np.shape(leaf)}, "
-                f"but {shape} at init"
-            )
+    check_layout("grouped", name, tree, "the params given to init", plan.treedef, plan.shapes)
+    leaves: list[Any] = plan.treedef.flatten_up_to(tree)
     return leaves
 
 
@@ -153,11 +147,6 @@ def _gather(plan: GroupingPlan, leaves: list[Any]) -> tuple[Any, ...]:
 
 
 def _scatter(plan: GroupingPlan, buffers: Any) -> Any:
-    if not isinstance(buffers, tuple) or len(buffers) != len(plan.buffers):
-        raise ValueError(
-            "grouped: the inner transformation must return one update per buffer "
-            f"({len(plan.buffers)}), got {type(buffers).__name__}"
-        )
     leaves: list[Any] = [None] * len(plan.shapes)
     for buffer, indices, flat in zip(buffers, plan.buffers, plan.flat, strict=True):
         if not flat:
@@ -195,8 +184,8 @@ def ungroup(state: GroupedState, buffers: Any) -> Any:
       >>> first_moment["b"].shape
       (2, 2)
     """
-    if not isinstance(state, GroupedState):
-        raise TypeError(f"ungroup: state must be a GroupedState, got {type(state).__name__}")
+    check_state_type("ungroup", state, GroupedState)
+    check_one_per_buffer("ungroup: buffers", buffers, len(state.plan.buffers))
     return _scatter(state.plan, buffers)
 
 
@@ -285,16 +274,9 @@ def grouped(
       >>> updates, state = tx.update(params, state, params)
       >>> params = optax.apply_updates(params, updates)
     """
-    if not isinstance(inner, optax.GradientTransformation):
-        raise ValueError(f"inner must be an optax.GradientTransformation, got {inner!r}")
-    if key is not None and not callable(key):
-        raise ValueError(f"key must be a function of a leaf or None, got {key!r}")
-    if max_leaf_size is not None and (
-        isinstance(max_leaf_size, bool)
-        or not isinstance(max_leaf_size, int | np.integer)
-        or max_leaf_size < 0
-    ):
-        raise ValueError(f"max_leaf_size must be an integer >= 0 or None, got {max_leaf_size!r}")
+    check_transformation("grouped", "inner", inner)
+    check_leaf_key(key)
+    check_max_leaf_size(max_leaf_size)
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params: optax.Params) -> GroupedState:
@@ -307,11 +289,7 @@ def grouped(
         params: optax.Params | None = None,
         **extra_args: Any,
     ) -> tuple[optax.Updates, GroupedState]:
-        if not isinstance(state, GroupedState):
-            raise TypeError(
-                f"grouped: state must be the GroupedState that init returned, got "
-                f"{type(state).__name__}"
-            )
+        check_state_type("grouped", state, GroupedState)
         plan = state.plan
         grouped_updates = _gather(plan, _leaves_of(plan, "updates", updates))
         grouped_params = None
@@ -321,6 +299,9 @@ def grouped(
             grouped_params = _gather(plan, _leaves_of(plan, "params", params))
         new_updates, inner_state = inner.update(
             grouped_updates, state.inner_state, grouped_params, **extra_args
+        )
+        check_one_per_buffer(
+            "grouped: the inner transformation's updates", new_updates, len(plan.buffers)
         )
         return _scatter(plan, new_updates), GroupedState(inner_state, plan)
 

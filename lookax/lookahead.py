@@ -8,20 +8,35 @@ on any backend.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from lookax import outer as outer_path
 from lookax._checks import (
+    check_choice,
+    check_floating_params,
+    check_found,
+    check_inner,
+    check_inner_state,
+    check_lookahead_state_type,
+    check_outer,
+    check_outer_options,
+    check_params_given,
+    check_replica_axis_name,
+    check_same_structure,
     check_slow_step_size,
+    check_slow_weights_line_up,
     check_state_dtype,
+    check_state_type,
     check_sync_period,
+    check_tree_structure,
+    check_update_params,
     state_dtype_for,
 )
 from lookax._jax_compat import vary_like
@@ -39,6 +54,10 @@ __all__ = [
 
 InnerStateOnSync = Literal["keep", "reset", "interpolate"]
 _INNER_STATE_CHOICES = ("keep", "reset", "interpolate")
+_STATE_TYPE_HINT = (
+    "; is it another optimizer's state, or a checkpoint restored without a target? "
+    "(restore into jax.eval_shape(tx.init, params))"
+)
 
 
 class LookaheadState(NamedTuple):
@@ -70,97 +89,6 @@ class LookaheadState(NamedTuple):
     inner_state: optax.OptState
     inner_state_at_sync: optax.OptState | None = None
     outer_state: optax.OptState | None = None
-
-
-def _leaf_paths(tree: Any) -> list[str]:
-    return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
-
-
-def _check_floating_params(params: optax.Params) -> None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            raise TypeError(
-                f"lookahead: params leaf {jax.tree_util.keystr(path) or '<root>'} has dtype "
-                f"{dtype}; Lookahead interpolates weights and needs floating-point params "
-                "(keep integer arrays out of the optimized tree, e.g. with optax.masked)"
-            )
-
-
-def _check_same_structure(name_a: str, tree_a: Any, name_b: str, tree_b: Any) -> None:
-    # Any: jaxlib ships no type stubs for PyTreeDef, so a type checker sees no == on it.
-    def_a: Any = jax.tree.structure(tree_a)
-    def_b: Any = jax.tree.structure(tree_b)
-    if def_a != def_b:
-        raise ValueError(
-            f"lookahead: {name_a} and {name_b} have different tree structures:\n"
-            f"  {name_a}: {def_a}\n  {name_b}: {def_b}"
-        )
-    for path, a, b in zip(
-        _leaf_paths(tree_a), jax.tree.leaves(tree_a), jax.tree.leaves(tree_b), strict=True
-    ):
-        if jnp.shape(a) != jnp.shape(b):
-            raise ValueError(
-                f"lookahead: leaf {path or '<root>'} has shape {jnp.shape(a)} in {name_a} "
-                f"but {jnp.shape(b)} in {name_b}"
-            )
-
-
-def _copy_tree(tree: Any, dtype: Any = None) -> Any:
-    """Fresh buffers (never aliases), so params and state can both be donated.
-
-    The dtype is always given explicitly, so a weakly-typed leaf (``jnp.array(1.0)``)
-    gives a strongly-typed copy: the type ``update`` returns, so the state's type does
-    not change after the first step and a jitted step does not compile twice.
-    """
-
-    def copy(x: Any) -> jax.Array:
-        return jnp.array(x, dtype=state_dtype_for(dtype, jnp.result_type(x)), copy=True)
-
-    return jax.tree.map(copy, tree)
-
-
-def _params_like_predicate(params: optax.Params) -> Callable[[Any], bool]:
-    """Matches subtrees of an optimizer state laid out like ``params``.
-
-    A subtree matches when it has the params' tree structure and every leaf is a
-    floating array of its param's shape: the moments of Adam, the momentum of
-    SGD and so on. Counters and injected hyperparameters do not match (unless the
-    params are themselves a single scalar, where the two cannot be told apart).
-    """
-    params_def = jax.tree.structure(params)
-    params_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
-
-    def is_params_like(node: Any) -> bool:
-        treedef: Any  # jaxlib ships no type stubs for PyTreeDef
-        leaves, treedef = jax.tree.flatten(node)
-        if treedef != params_def:
-            return False
-        return all(
-            jnp.shape(leaf) == shape and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-            for leaf, shape in zip(leaves, params_shapes, strict=True)
-        )
-
-    return is_params_like
-
-
-def _interpolate_params_like(
-    current: optax.OptState,
-    at_last_sync: optax.OptState,
-    alpha: jax.Array,
-    params: optax.Params,
-) -> optax.OptState:
-    is_params_like = _params_like_predicate(params)
-
-    def move(now: Any, before: Any) -> Any:
-        if not is_params_like(now):
-            return now
-        return jax.tree.map(
-            lambda s, s0: (s0 + alpha.astype(s.dtype) * (s - s0)).astype(s.dtype), now, before
-        )
-
-    moved: optax.OptState = jax.tree.map(move, current, at_last_sync, is_leaf=is_params_like)
-    return moved
 
 
 def lookahead(
@@ -277,9 +205,11 @@ def lookahead(
     ``optax.inject_hyperparams`` name them in ``static_args``.
 
     Concrete ``sync_period`` and ``slow_step_size`` (Python, NumPy or concrete
-    JAX scalars) are validated here and raise ``ValueError`` naming the
-    argument. Traced values (e.g. from ``optax.inject_hyperparams`` under
-    ``jit``) cannot be checked and are used as given.
+    JAX scalars) are validated here: a value of the wrong type (a float or a
+    string for ``sync_period``) raises ``TypeError``, a bad value (``sync_period=0``,
+    ``slow_step_size=1.5``) ``ValueError``, naming the argument. Traced values (e.g.
+    from ``optax.inject_hyperparams`` under ``jit``) cannot be checked and are used
+    as given.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
@@ -300,9 +230,8 @@ def lookahead(
       Zhang, Lucas, Hinton, Ba, `Lookahead Optimizer: k steps forward, 1 step
       back <https://arxiv.org/abs/1907.08610>`_, NeurIPS 2019 (Algorithm 1).
     """
-    _check_inner(inner)
-    slow_step_size, slow_dtype = _check_lookahead_arguments(
-        sync_period, slow_step_size, inner_state_on_sync, slow_dtype, outer, replica_axis
+    slow_step_size, slow_dtype = _check_arguments(
+        inner, sync_period, slow_step_size, inner_state_on_sync, slow_dtype, outer, replica_axis
     )
     inner = optax.with_extra_args_support(inner)
     check_update_arguments = functools.partial(_check_update_arguments, inner=inner)
@@ -321,69 +250,73 @@ def lookahead(
             communication_dtype=communication_dtype,
             fragments=fragments,
         )
-        return outer_path.outer_lookahead(
-            path, _copy_tree, _check_floating_params, check_update_arguments, LookaheadState
-        )
-    outer_path.refuse_on_plain_lookahead(
-        sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments
+        return outer_path.outer_lookahead(path, _copy_tree, check_update_arguments, LookaheadState)
+    check_outer_options(
+        sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments, on_outer_path=False
     )
     return _plain_lookahead(
-        inner, sync_period, alpha_at, inner_state_on_sync, slow_dtype, check_update_arguments
+        _Plan(inner, sync_period, slow_step_size, inner_state_on_sync, slow_dtype)
     )
 
 
-def _plain_lookahead(
-    inner: optax.GradientTransformationExtraArgs,
+def _check_arguments(
+    inner: Any,
     sync_period: Any,
-    alpha_at: Callable[[jax.Array], jax.Array | None],
-    inner_state_on_sync: str,
+    slow_step_size: Any,
+    inner_state_on_sync: Any,
     slow_dtype: Any,
-    check_update_arguments: Callable[..., None],
-) -> optax.GradientTransformationExtraArgs:
-    """Plain Lookahead's ``init`` and ``update``: catch up, inner step, the sync's updates."""
-    interpolate = inner_state_on_sync == "interpolate"
+    outer: Any,
+    replica_axis: Any,
+) -> tuple[Any, Any]:
+    """Checks ``lookahead``'s arguments; returns the slow step size and slow dtype to use."""
+    check_inner(inner)
+    check_sync_period(sync_period)
+    if outer is not None:
+        check_outer(outer, slow_step_size, inner_state_on_sync)
+    elif slow_step_size is None:
+        slow_step_size = 0.5
+    if slow_step_size is not None:
+        check_slow_step_size(slow_step_size)
+    check_replica_axis_name(replica_axis)
+    check_choice("inner_state_on_sync", inner_state_on_sync, _INNER_STATE_CHOICES)
+    # A precision: complex params get the complex dtype of it, real params the real one.
+    return slow_step_size, check_state_dtype("slow_dtype", slow_dtype)
 
-    def init_fn(params: optax.Params) -> LookaheadState:
-        _check_floating_params(params)
-        inner_state = inner.init(params)
-        slow = _copy_tree(params, slow_dtype)
-        return LookaheadState(
-            count=jnp.zeros([], jnp.int32),
-            phase=jnp.zeros([], jnp.int32),
-            lagging_slow=slow,
-            inner_state=inner_state,
-            inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
-        )
 
-    def update_fn(
-        updates: optax.Updates,
-        state: LookaheadState,
-        params: optax.Params | None = None,
-        **extra_args: Any,
-    ) -> tuple[optax.Updates, LookaheadState]:
-        check_update_arguments(updates, state, params)
-        assert params is not None  # for type checkers: check_update_arguments raised
-        state = _catch_up(state, params, inner, inner_state_on_sync, alpha_at)
-        inner_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        is_sync = state.phase + 1 >= sync_period
-        alpha = alpha_at(state.count)
-        assert alpha is not None  # for type checkers: plain Lookahead has an alpha
-        new_updates, slow = _sync_updates(is_sync, alpha, params, inner_updates, state.lagging_slow)
-        at_sync = state.inner_state_at_sync
-        if interpolate:
-            # An inner state whose types change on its first update (bf16 moments promoted
-            # by float32 injected hyperparameters) keeps its copy's types in step.
-            at_sync = _reset_like(at_sync, inner_state)
-        new_state = LookaheadState(
-            count=safe_increment(state.count),
-            phase=jnp.where(is_sync, 0, state.phase + 1).astype(jnp.int32),
-            lagging_slow=slow,
-            inner_state=inner_state,
-            inner_state_at_sync=at_sync,
-        )
-        return new_updates, new_state
+def _check_update_arguments(
+    updates: Any, state: Any, params: Any, inner: optax.GradientTransformation
+) -> None:
+    """``update``'s arguments: params given, and a state and trees that go together."""
+    check_update_params(params)
+    check_state_type("lookahead", state, LookaheadState, _STATE_TYPE_HINT)
+    check_same_structure("lookahead", "updates", updates, "params", params)
+    check_same_structure("lookahead", "params", params, "state.lagging_slow", state.lagging_slow)
+    check_inner_state(inner, state.inner_state, params)
 
-    return gradient_transformation_extra_args(init_fn, update_fn)
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What plain Lookahead's ``init`` and ``update`` close over, fixed at construction.
+
+    ``sync_period`` and ``slow_step_size`` may be arrays (``optax.inject_hyperparams``).
+    """
+
+    inner: optax.GradientTransformationExtraArgs
+    sync_period: Any  # an int, or an array under optax.inject_hyperparams
+    slow_step_size: Any  # a number, an array or a schedule of the step count
+    inner_state_on_sync: str
+    slow_dtype: Any
+
+    def alpha(self, count: jax.Array) -> jax.Array:
+        """The slow step size at step ``count``."""
+        alpha = _alpha_at(self.slow_step_size, count)
+        assert alpha is not None  # for type checkers: plain Lookahead has a slow step size
+        return alpha
+
+    def is_sync(self, state: LookaheadState) -> jax.Array:
+        """Whether the call that starts from ``state`` ends a k-cycle."""
+        is_sync: jax.Array = state.phase + 1 >= self.sync_period
+        return is_sync
 
 
 def _alpha_at(slow_step_size: Any, count: jax.Array) -> jax.Array | None:
@@ -395,36 +328,72 @@ def _alpha_at(slow_step_size: Any, count: jax.Array) -> jax.Array | None:
     return jnp.real(jnp.asarray(value))
 
 
-def _catch_up(
-    state: LookaheadState,
-    params: optax.Params,
-    inner: optax.GradientTransformationExtraArgs,
-    inner_state_on_sync: str,
-    alpha_at: Callable[[jax.Array], jax.Array | None],
-) -> LookaheadState:
+def _plain_lookahead(plan: _Plan) -> optax.GradientTransformationExtraArgs:
+    """Plain Lookahead's ``init`` and ``update``: catch up, inner step, the sync's updates."""
+
+    def init_fn(params: optax.Params) -> LookaheadState:
+        check_floating_params(params)
+        inner_state = plan.inner.init(params)
+        interpolate = plan.inner_state_on_sync == "interpolate"
+        return LookaheadState(
+            count=jnp.zeros([], jnp.int32),
+            phase=jnp.zeros([], jnp.int32),
+            lagging_slow=_copy_tree(params, plan.slow_dtype),
+            inner_state=inner_state,
+            inner_state_at_sync=_copy_tree(inner_state) if interpolate else None,
+        )
+
+    def update_fn(
+        updates: optax.Updates,
+        state: LookaheadState,
+        params: optax.Params | None = None,
+        **extra_args: Any,
+    ) -> tuple[optax.Updates, LookaheadState]:
+        _check_update_arguments(updates, state, params, plan.inner)
+        assert params is not None  # for type checkers: _check_update_arguments raised
+        state = _catch_up(plan, state, params)
+        inner_updates, inner_state = plan.inner.update(
+            updates, state.inner_state, params, **extra_args
+        )
+        new_updates, slow = _sync_updates(plan, state, params, inner_updates)
+        return new_updates, _advance(plan, state, slow, inner_state)
+
+    return gradient_transformation_extra_args(init_fn, update_fn)
+
+
+def _copy_tree(tree: Any, dtype: Any = None) -> Any:
+    """Fresh buffers (never aliases), so params and state can both be donated.
+
+    The dtype is always given explicitly, so a weakly-typed leaf (``jnp.array(1.0)``)
+    gives a strongly-typed copy: the type ``update`` returns, so the state's type does
+    not change after the first step and a jitted step does not compile twice.
+    """
+
+    def copy(x: Any) -> jax.Array:
+        return jnp.array(x, dtype=state_dtype_for(dtype, jnp.result_type(x)), copy=True)
+
+    return jax.tree.map(copy, tree)
+
+
+def _catch_up(plan: _Plan, state: LookaheadState, params: optax.Params) -> LookaheadState:
     """The deferred half of the previous call's sync (an identity otherwise).
 
     Copies the params into the deferred slow weights, and resets or interpolates
     the inner state, inside one ``lax.cond`` on the counters.
     """
-    interpolate = inner_state_on_sync == "interpolate"
 
     def after_sync(operands: tuple[Any, Any, Any, Any]) -> tuple[Any, Any, Any]:
         params, slow, inner_state, at_sync = operands
         slow = jax.tree.map(lambda p, s: p if _is_deferred(p, s) else s, params, slow)
-        if inner_state_on_sync == "reset":
-            inner_state = _reset_like(inner.init(params), inner_state)
-        elif interpolate:
-            alpha = alpha_at(state.count - 1)  # the sync step's count
-            assert alpha is not None  # for type checkers: interpolate excludes outer
+        if plan.inner_state_on_sync == "reset":
+            inner_state = _reset_like(plan.inner.init(params), inner_state)
+        elif plan.inner_state_on_sync == "interpolate":
+            alpha = plan.alpha(state.count - 1)  # the sync step's count
             inner_state = _interpolate_params_like(inner_state, at_sync, alpha, params)
             at_sync = inner_state
         return slow, inner_state, at_sync
 
-    inner_state, at_sync = state.inner_state, state.inner_state_at_sync
-    if interpolate:
-        at_sync = _reset_like(at_sync, inner_state)
-    if inner_state_on_sync == "keep":
+    if plan.inner_state_on_sync == "keep":
         # Only what the copy changes crosses the cond: params and slow weights.
         pairs = zip(jax.tree.leaves(params), jax.tree.leaves(state.lagging_slow), strict=True)
         if not any(_is_deferred(p, s) for p, s in pairs):
@@ -440,7 +409,7 @@ def _catch_up(
         _sync_pending(state),
         after_sync,
         lambda ops: ops[1:],
-        (params, state.lagging_slow, inner_state, at_sync),
+        (params, state.lagging_slow, state.inner_state, state.inner_state_at_sync),
     )
     return state._replace(lagging_slow=slow, inner_state=inner_state, inner_state_at_sync=at_sync)
 
@@ -455,92 +424,6 @@ def _sync_pending(state: LookaheadState) -> jax.Array:
     return (jnp.asarray(state.phase) == 0) & (jnp.asarray(state.count) > 0)
 
 
-def _check_inner(inner: Any) -> None:
-    """Refuses an ``optax.MultiSteps`` as the inner optimizer.
-
-    Its ``update`` runs once per micro-batch, so Lookahead would count
-    micro-batches and sync in the middle of an accumulation. ``MultiSteps``
-    gives either itself or a transformation whose ``init`` is its bound method.
-    """
-    owner = getattr(getattr(inner, "init", None), "__self__", None)
-    if isinstance(inner, optax.MultiSteps) or isinstance(owner, optax.MultiSteps):
-        raise ValueError(
-            "lookahead: inner is an optax.MultiSteps, whose update runs once per "
-            "micro-batch, so Lookahead would count micro-batches and sync in the middle "
-            "of an accumulation. Put MultiSteps outside: "
-            "optax.MultiSteps(lookax.lookahead(inner, ...), every_k_schedule=n)"
-        )
-
-
-def _check_update_arguments(
-    updates: Any, state: Any, params: Any, inner: optax.GradientTransformation
-) -> None:
-    if params is None:
-        raise ValueError(
-            "lookahead: update() requires params (the current fast weights): "
-            "call tx.update(grads, state, params)"
-        )
-    if not isinstance(state, LookaheadState):
-        raise TypeError(
-            "lookahead: state must be the LookaheadState that tx.init returned, got "
-            f"{type(state).__name__}; is it another optimizer's state, or a checkpoint "
-            "restored without a target? (restore into jax.eval_shape(tx.init, params))"
-        )
-    _check_same_structure("updates", updates, "params", params)
-    _check_same_structure("params", params, "state.lagging_slow", state.lagging_slow)
-    _check_inner_state(inner, state.inner_state, params)
-
-
-def _is_array_leaf(leaf: Any) -> bool:
-    return isinstance(leaf, jax.Array | np.ndarray | np.generic | int | float | complex)
-
-
-def _check_inner_state(inner: optax.GradientTransformation, inner_state: Any, params: Any) -> None:
-    """Refuses an inner state of another optimizer (``lookahead(sgd)``'s for ``lookahead(adam)``).
-
-    Its tree structure is compared with that of ``inner.init(params)``, traced
-    abstractly (``jax.eval_shape``: nothing runs, and under ``jit`` only at trace
-    time). Where the exact structures differ, the node types are compared in
-    order, so that static data (a :func:`lookax.grouped` plan made from placed
-    arrays) and the number of its buffers do not count. A state whose leaves are
-    not arrays (wrapped by a framework) is not checked.
-    """
-    if not all(_is_array_leaf(leaf) for leaf in jax.tree.leaves(inner_state)):
-        return
-    try:
-        expected: Any = jax.tree.structure(jax.eval_shape(inner.init, params))
-    except Exception:  # an init that cannot be traced abstractly: nothing to compare with
-        return
-    got: Any = jax.tree.structure(inner_state)  # Any: jaxlib ships no stubs for PyTreeDef
-    if expected == got or _node_types(expected) == _node_types(got):
-        return
-    raise ValueError(
-        "lookahead: the state's inner_state belongs to another optimizer: its tree "
-        "structure is not the one the inner optimizer's init gives (a state made by another "
-        "optimizer's init, or restored from another optimizer's checkpoint?)\n"
-        f"  inner.init(params): {_shortened(expected)}\n"
-        f"  state.inner_state:  {_shortened(got)}"
-    )
-
-
-def _node_types(treedef: Any) -> list[type]:
-    """The types of a tree structure's nodes (leaves left out), depth first."""
-    data = treedef.node_data()
-    if data is None:
-        return []
-    types = [data[0]]
-    for child in treedef.children():
-        types.extend(_node_types(child))
-    return types
-
-
-def _shortened(treedef: Any, limit: int = 600) -> str:
-    text = str(treedef)
-    if len(text) <= limit:
-        return text
-    return f"{text[: limit // 2]} ... {text[-limit // 2 :]} ({treedef.num_leaves} leaves)"
-
-
 def _is_deferred(param: Any, slow: Any) -> bool:
     """A leaf whose slow weight is taken from the params one call after a sync.
 
@@ -551,50 +434,73 @@ def _is_deferred(param: Any, slow: Any) -> bool:
     return jnp.result_type(slow) == jnp.result_type(param)
 
 
-def _check_lookahead_arguments(
-    sync_period: Any,
-    slow_step_size: Any,
-    inner_state_on_sync: Any,
-    slow_dtype: Any,
-    outer: Any,
-    replica_axis: Any,
-) -> tuple[Any, Any]:
-    """Validates ``lookahead``'s arguments; returns the slow step size and slow dtype to use."""
-    check_sync_period(sync_period)
-    if outer is not None:
-        if not isinstance(outer, optax.GradientTransformation):
-            raise TypeError(
-                f"lookahead: outer must be an optax.GradientTransformation (e.g. "
-                f"optax.sgd(0.7, momentum=0.9, nesterov=True)), got {type(outer).__name__}"
-            )
-        if slow_step_size is not None:
-            raise ValueError(
-                "lookahead: pass either outer or slow_step_size, not both: the outer optimizer "
-                f"makes the slow step (slow_step_size={slow_step_size!r}); "
-                "outer=optax.sgd(alpha) is plain Lookahead"
-            )
-        if inner_state_on_sync == "interpolate":
-            raise ValueError(
-                "lookahead: inner_state_on_sync='interpolate' moves the inner state by the slow "
-                "step size, which an outer optimizer does not have; use 'keep' or 'reset'"
-            )
-    elif slow_step_size is None:
-        slow_step_size = 0.5
-    if slow_step_size is not None:
-        check_slow_step_size(slow_step_size)
-    if replica_axis is not None and not isinstance(replica_axis, str | tuple):
-        raise ValueError(f"lookahead: replica_axis must be an axis name, got {replica_axis!r}")
-    if inner_state_on_sync not in _INNER_STATE_CHOICES:
-        raise ValueError(
-            f"inner_state_on_sync must be one of {_INNER_STATE_CHOICES}, "
-            f"got {inner_state_on_sync!r}"
+def _reset_like(fresh: Any, current: Any) -> Any:
+    """Fresh inner state, each leaf given the type of the leaf it replaces.
+
+    ``lax.cond`` needs both branches to agree on types; the cast also keeps
+    weakly-typed initial values from widening the state. Inside ``shard_map``
+    the type includes the mesh axes a value varies over: an ``init`` that
+    builds a leaf from constants (``jnp.full(shape, v)`` rather than
+    ``jnp.full_like(param, v)``) gives a device-invariant value, so it is cast
+    to vary like the leaf it replaces.
+    """
+
+    def like(new: Any, old: Any) -> Any:
+        return vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
+
+    return jax.tree.map(like, fresh, current)
+
+
+def _interpolate_params_like(
+    current: optax.OptState,
+    at_last_sync: optax.OptState,
+    alpha: jax.Array,
+    params: optax.Params,
+) -> optax.OptState:
+    is_params_like = _params_like_predicate(params)
+
+    def move(now: Any, before: Any) -> Any:
+        if not is_params_like(now):
+            return now
+        return jax.tree.map(
+            lambda s, s0: (s0 + alpha.astype(s.dtype) * (s - s0)).astype(s.dtype), now, before
         )
-    # A precision: complex params get the complex dtype of it, real params the real one.
-    return slow_step_size, check_state_dtype("slow_dtype", slow_dtype)
+
+    moved: optax.OptState = jax.tree.map(move, current, at_last_sync, is_leaf=is_params_like)
+    return moved
+
+
+def _params_like_predicate(params: optax.Params) -> Callable[[Any], bool]:
+    """Matches subtrees of an optimizer state laid out like ``params``.
+
+    A subtree matches when it has the params' tree structure and every leaf is a
+    floating array of its param's shape: the moments of Adam, the momentum of
+    SGD and so on. Counters and injected hyperparameters do not match (unless the
+    params are themselves a single scalar, where the two cannot be told apart).
+
+    Not ``optax.tree.map_params``: it finds those parts by running ``inner.init``
+    on a placeholder, which raises for an init that reads the params' leaves
+    (``lookax.grouped``'s plan, ``optax.lbfgs``), so that 'interpolate' would fail
+    at the first sync where this predicate leaves such a state as it is.
+    """
+    params_def = jax.tree.structure(params)
+    params_shapes = [jnp.shape(p) for p in jax.tree.leaves(params)]
+
+    def is_params_like(node: Any) -> bool:
+        treedef: Any  # jaxlib ships no type stubs for PyTreeDef
+        leaves, treedef = jax.tree.flatten(node)
+        if treedef != params_def:
+            return False
+        return all(
+            jnp.shape(leaf) == shape and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+            for leaf, shape in zip(leaves, params_shapes, strict=True)
+        )
+
+    return is_params_like
 
 
 def _sync_updates(
-    is_sync: jax.Array, alpha: jax.Array, params: Any, inner_updates: Any, slow: Any
+    plan: _Plan, state: LookaheadState, params: Any, inner_updates: Any
 ) -> tuple[Any, Any]:
     """The returned updates ``where(is_sync, d, u)``, and the slow weights after.
 
@@ -602,10 +508,11 @@ def _sync_updates(
     wider slow dtype get their new slow weights from a ``lax.cond`` that takes the
     inner updates, and the updates toward them.
     """
+    is_sync, alpha = plan.is_sync(state), plan.alpha(state.count)
     treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p_leaves, treedef = jax.tree.flatten(params)
     u_leaves = treedef.flatten_up_to(inner_updates)
-    s_leaves = list(treedef.flatten_up_to(slow))
+    s_leaves = list(treedef.flatten_up_to(state.lagging_slow))
     eager = [
         i for i, (p, s) in enumerate(zip(p_leaves, s_leaves, strict=True)) if not _is_deferred(p, s)
     ]
@@ -641,21 +548,23 @@ def _target(alpha: jax.Array, param: Any, update: Any, slow: jax.Array) -> jax.A
     return slow + alpha.astype(slow.dtype) * (fast - slow)
 
 
-def _reset_like(fresh: Any, current: Any) -> Any:
-    """Fresh inner state, each leaf given the type of the leaf it replaces.
-
-    ``lax.cond`` needs both branches to agree on types; the cast also keeps
-    weakly-typed initial values from widening the state. Inside ``shard_map``
-    the type includes the mesh axes a value varies over: an ``init`` that
-    builds a leaf from constants (``jnp.full(shape, v)`` rather than
-    ``jnp.full_like(param, v)``) gives a device-invariant value, so it is cast
-    to vary like the leaf it replaces.
-    """
-
-    def like(new: Any, old: Any) -> Any:
-        return vary_like(jnp.asarray(new, dtype=jnp.result_type(old)), old)
-
-    return jax.tree.map(like, fresh, current)
+def _advance(
+    plan: _Plan, state: LookaheadState, slow: Any, inner_state: optax.OptState
+) -> LookaheadState:
+    """The state after this call: counters moved on, the new slow and inner states."""
+    at_sync = state.inner_state_at_sync
+    if plan.inner_state_on_sync == "interpolate":
+        # An inner state whose types change on its first update (bf16 moments promoted
+        # by float32 injected hyperparameters) keeps its copy's types in step, so the
+        # next call's cond sees one type in both branches and the state's type is fixed.
+        at_sync = _reset_like(at_sync, inner_state)
+    return LookaheadState(
+        count=safe_increment(state.count),
+        phase=jnp.where(plan.is_sync(state), 0, state.phase + 1).astype(jnp.int32),
+        lagging_slow=slow,
+        inner_state=inner_state,
+        inner_state_at_sync=at_sync,
+    )
 
 
 def init_from_inner(
@@ -687,21 +596,11 @@ def init_from_inner(
       >>> tx = lookax.lookahead(inner, sync_period=5)
       >>> state = lookax.init_from_inner(tx, params, inner_state)
     """
-    fresh = tx.init(params)
-    if not isinstance(fresh, LookaheadState):
-        raise TypeError(
-            f"init_from_inner: tx must be a lookax.lookahead(...) transformation, its init "
-            f"returned {type(fresh).__name__}"
-        )
-    # Any: jaxlib ships no type stubs for PyTreeDef, so a type checker sees no == on it.
-    expected: Any = jax.tree.structure(fresh.inner_state)
-    got: Any = jax.tree.structure(inner_state)
-    if expected != got:
-        raise ValueError(
-            "init_from_inner: inner_state does not match the inner optimizer's state:\n"
-            f"  expected: {expected}\n"
-            f"  got:      {got}"
-        )
+    fresh = check_lookahead_state_type(tx.init(params), LookaheadState)
+    expected = jax.tree.structure(fresh.inner_state)
+    check_tree_structure(
+        "init_from_inner", "inner_state", inner_state, "the inner optimizer's state", expected
+    )
     at_sync = None if fresh.inner_state_at_sync is None else _copy_tree(inner_state)
     return fresh._replace(inner_state=inner_state, inner_state_at_sync=at_sync)
 
@@ -780,26 +679,21 @@ def slow_params(
       >>> lookax.slow_params(state, params, keep_slow_dtype=True)["w"].dtype
       dtype('float32')
     """
-    if params is None:
-        raise TypeError(
-            "slow_params(opt_state, params) needs params: Lookahead writes the slow weights "
-            "one update call after a sync, and until then they are the params"
-        )
+    check_params_given(
+        "slow_params(opt_state, params)",
+        params,
+        "Lookahead writes the slow weights one update call after a sync, and until then they "
+        "are the params",
+    )
     found = _outermost_lookahead_states(opt_state)
-    if not found:
-        raise ValueError(
-            "slow_params: no LookaheadState found in opt_state; is lookax.lookahead(...) "
-            "part of this optimizer?"
-        )
+    check_found(
+        "slow_params", found, "LookaheadState", "is lookax.lookahead(...) part of this optimizer?"
+    )
     base_leaves, base_def = jax.tree.flatten(params, is_leaf=_is_masked_node)
     merged = list(base_leaves)
     for state in found:
         slow_leaves, slow_def = jax.tree.flatten(state.lagging_slow, is_leaf=_is_masked_node)
-        if len(slow_leaves) != len(base_leaves):
-            raise ValueError(
-                "slow_params: the slow weights do not line up with params:\n"
-                f"  params: {base_def}\n  slow:   {slow_def}"
-            )
+        check_slow_weights_line_up(slow_leaves, slow_def, base_leaves, base_def)
         # Written at the sync (outer optimizer, replicas): never pending.
         pending = _sync_pending(state) if state.outer_state is None else None
         for i, (slow, param) in enumerate(zip(slow_leaves, base_leaves, strict=True)):

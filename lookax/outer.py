@@ -32,9 +32,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from lookax._checks import (
+    check_floating_params,
+    check_found,
+    check_fragment_count,
+    check_fragment_ids,
+    check_outer_options,
+    check_outer_path_inner_state,
+    check_period_divisible,
+    check_replica_axis,
+)
 from lookax._jax_compat import vary_like, varying_axes
 from lookax._typing import ArrayTree as ArrayTree  # for get_type_hints: see _typing.py
 from lookax._typing import gradient_transformation_extra_args, safe_increment
@@ -98,19 +107,9 @@ class OuterPath:
         slow_dtype: Any,
         **options: Any,
     ) -> OuterPath:
-        """The path ``lookahead``'s arguments describe, checked (``ValueError`` naming one)."""
-        sync_delay, fragments = _check_options(True, sync_period, **options)
-        if inner_state_on_sync == "interpolate":
-            raise ValueError(
-                "lookahead: inner_state_on_sync='interpolate' moves the inner state by plain "
-                "Lookahead's alpha; with outer= or replica_axis= use 'keep' or 'reset'"
-            )
-        if inner_state_on_sync == "reset" and fragments != 1:
-            raise ValueError(
-                f"lookahead: inner_state_on_sync='reset' with fragments={fragments!r}: the inner "
-                "state's counters (e.g. Adam's step count) are shared by every leaf, so a reset "
-                "of one fragment is undefined; use 'keep'"
-            )
+        """The path ``lookahead``'s arguments describe, checked (an error naming a bad one)."""
+        sync_delay, fragments = check_outer_options(sync_period, **options, on_outer_path=True)
+        check_outer_path_inner_state(inner_state_on_sync, fragments)
         drop = options["drop_nonfinite"]
         return cls(
             inner=inner,
@@ -127,17 +126,9 @@ class OuterPath:
         )
 
 
-def refuse_on_plain_lookahead(
-    sync_period: Any, sync_delay: Any, drop_nonfinite: Any, communication_dtype: Any, fragments: Any
-) -> None:
-    """Plain Lookahead: the outer path's options must keep their defaults."""
-    _check_options(False, sync_period, sync_delay, drop_nonfinite, communication_dtype, fragments)
-
-
 def outer_lookahead(
     path: OuterPath,
     copy_tree: Callable[[Any, Any], Any],
-    check_floating_params: Callable[[Any], None],
     check_update_arguments: Callable[[Any, Any, Any], None],
     state_type: Any,
 ) -> optax.GradientTransformationExtraArgs:
@@ -171,43 +162,42 @@ def outer_lookahead(
         check_update_arguments(updates, state, params)
         check_replica_axis(path.replica_axis)
         plan = FragmentPlan.of(path.fragments, params, path.sync_period)
-        clock = Clock.of(state, path.sync_period, plan.count)
+        call = _Call(path, plan, Clock.of(state, path.sync_period, plan.count))
+
+        def inner_step(inner_state: Any) -> tuple[Any, Any]:
+            return path.inner.update(updates, inner_state, params, **extra_args)
+
         if path.sync_delay == 1:
-            return _overlapped_update(path, plan, clock, updates, state, params, extra_args)
-        return _exact_update(path, plan, clock, updates, state, params, extra_args)
+            return _overlapped_update(call, inner_step, state, params)
+        return _exact_update(call, inner_step, state, params)
 
     return gradient_transformation_extra_args(init_fn, update_fn)
 
 
-def _exact_update(
-    path: OuterPath,
-    plan: FragmentPlan,
-    clock: Clock,
-    grads: Any,
-    state: Any,
-    params: Any,
-    extra: Any,
-) -> tuple[Any, Any]:
+class _Call(NamedTuple):
+    """One ``update`` call on the outer path: its static choices, fragments and clock."""
+
+    path: OuterPath
+    plan: FragmentPlan
+    clock: Clock
+
+
+_InnerStep = Callable[[Any], tuple[Any, Any]]  # inner state -> (inner updates, inner state)
+
+
+def _exact_update(call: _Call, inner_step: _InnerStep, state: Any, params: Any) -> tuple[Any, Any]:
     """``sync_delay=0``: a fragment's outer step at its sync call, on ``params + u``."""
-    inner_state = _reset_inner_state(path, clock, state.outer_state.left_out, state, params)
-    u, inner_state = path.inner.update(grads, inner_state, params, **extra)
+    inner_state = _reset_inner_state(call, state.outer_state.left_out, state, params)
+    u, inner_state = inner_step(inner_state)
     treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p, treedef = jax.tree.flatten(params)
-    slow, outer_state, updates = _outer_steps(
-        path, plan, clock.sync, (p, treedef.flatten_up_to(u)), state, path.alpha_at(state.count)
-    )
-    new_state = clock.advance(state, treedef.unflatten(slow), inner_state, outer_state)
+    slow, outer_state, updates = _outer_steps(call, (p, treedef.flatten_up_to(u)), state)
+    new_state = call.clock.advance(state, treedef.unflatten(slow), inner_state, outer_state)
     return treedef.unflatten(updates), new_state
 
 
 def _overlapped_update(
-    path: OuterPath,
-    plan: FragmentPlan,
-    clock: Clock,
-    grads: Any,
-    state: Any,
-    params: Any,
-    extra: Any,
+    call: _Call, inner_step: _InnerStep, state: Any, params: Any
 ) -> tuple[Any, Any]:
     """``sync_delay=1``: a fragment's outer step at the call after its sync, on the params.
 
@@ -218,18 +208,17 @@ def _overlapped_update(
     treedef: Any  # jaxlib ships no type stubs for PyTreeDef
     p, treedef = jax.tree.flatten(params)
     left_out = state.outer_state.left_out  # by the outer step of the previous call
-    slow, outer_state, _ = _outer_steps(
-        path, plan, clock.pending, (p,), state, path.alpha_at(state.count - 1)
-    )
+    slow, outer_state, _ = _outer_steps(call, (p,), state)
     state = state._replace(lagging_slow=treedef.unflatten(slow), outer_state=outer_state)
-    inner_state = _reset_inner_state(path, clock, left_out, state, params)
-    u, inner_state = path.inner.update(grads, inner_state, params, **extra)
+    inner_state = _reset_inner_state(call, left_out, state, params)
+    u, inner_state = inner_step(inner_state)
     u_leaves = treedef.flatten_up_to(u)
+    pending, ids = call.clock.pending, call.plan.ids
     out = [
-        jnp.where(clock.pending[plan.ids[j]], uj + _toward(s, pj, uj), uj)
+        jnp.where(pending[ids[j]], uj + _toward(s, pj, uj), uj)
         for j, (pj, uj, s) in enumerate(zip(p, u_leaves, slow, strict=True))
     ]
-    return jax.tree.unflatten(treedef, out), clock.advance(
+    return jax.tree.unflatten(treedef, out), call.clock.advance(
         state, state.lagging_slow, inner_state, outer_state
     )
 
@@ -303,7 +292,9 @@ class FragmentPlan:
         if isinstance(fragments, int):
             ids = _contiguous_fragments(fragments, [jnp.size(x) for x in leaves])
         else:
-            ids = _fragment_ids_from_tree(fragments, params)
+            ids = check_fragment_ids(
+                fragments(params) if callable(fragments) else fragments, params
+            )
         count = max(ids, default=0) + 1
         check_period_divisible(sync_period, count)
         return cls(tuple(ids), count, treedef)
@@ -336,11 +327,7 @@ def _contiguous_fragments(fragments: int, sizes: list[int]) -> list[int]:
     ``floor(F * midpoint / total)``; then each boundary moves just enough that every
     fragment keeps at least one leaf.
     """
-    if fragments > len(sizes):
-        raise ValueError(
-            f"lookahead: fragments={fragments} needs at least {fragments} params leaves "
-            f"(one per fragment), the params have {len(sizes)}"
-        )
+    check_fragment_count(fragments, len(sizes))
     total = max(sum(sizes), 1)
     ids, before = [], 0
     for size in sizes:
@@ -359,132 +346,16 @@ def _contiguous_fragments(fragments: int, sizes: list[int]) -> list[int]:
     return out
 
 
-def _fragment_ids_from_tree(fragments: Any, params: Any) -> list[int]:
-    """Leaf ids from a tree of ints with the params' structure or a prefix of it."""
-    tree = fragments(params) if callable(fragments) else fragments
-    try:
-        full = jax.tree.map(lambda i, sub: jax.tree.map(lambda _: i, sub), tree, params)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            "lookahead: fragments must be an int, or a tree of fragment ids with the params' "
-            f"structure (or a prefix of it), or a callable returning one; got {tree!r} for "
-            f"params of structure {jax.tree.structure(params)}"
-        ) from error
-    ids = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(full):
-        if isinstance(leaf, bool) or not isinstance(leaf, int) or leaf < 0:
-            raise ValueError(
-                f"lookahead: fragments{jax.tree_util.keystr(path)} must be an int >= 0 "
-                f"(a fragment id), got {leaf!r}"
-            )
-        ids.append(leaf)
-    missing = sorted(set(range(max(ids, default=0) + 1)) - set(ids))
-    if missing:
-        raise ValueError(
-            f"lookahead: fragments uses ids up to {max(ids)} but not {missing}; the ids "
-            "must be 0 .. F-1, each used by at least one leaf"
-        )
-    return ids
-
-
-def check_period_divisible(sync_period: Any, fragments: int) -> None:
-    """``sync_period`` divisible by the number of fragments (when both are concrete)."""
-    if fragments == 1 or isinstance(sync_period, jax.core.Tracer):
-        return
-    if int(sync_period) % fragments:
-        raise ValueError(
-            f"lookahead: sync_period={int(sync_period)} must be divisible by the number of "
-            f"fragments ({fragments}), so the fragments sync evenly spread over each period"
-        )
-
-
-def _check_options(
-    on_outer_path: bool,
-    sync_period: Any,
-    sync_delay: Any,
-    drop_nonfinite: Any,
-    communication_dtype: Any,
-    fragments: Any,
-) -> tuple[int, Any]:
-    """The outer path's options: valid values, and only where there is an outer path.
-
-    ``optax.inject_hyperparams`` passes every numeric argument, defaults included,
-    as an array, traced under ``jit``: plain Lookahead ignores a traced
-    ``sync_delay`` or ``fragments``; the outer path needs them static.
-    """
-    sync_delay = _static_int("sync_delay", sync_delay, on_outer_path)
-    fragments = _static_int("fragments", fragments, on_outer_path)
-    if sync_delay is None:  # traced, on plain Lookahead
-        sync_delay, fragments = 0, 1
-    if isinstance(sync_delay, bool) or sync_delay not in (0, 1):
-        raise ValueError(f"lookahead: sync_delay must be 0 or 1, got {sync_delay!r}")
-    if drop_nonfinite is not None and not isinstance(drop_nonfinite, bool):
-        raise ValueError(
-            f"lookahead: drop_nonfinite must be None or a bool, got {drop_nonfinite!r}"
-        )
-    if communication_dtype is not None:
-        try:
-            is_float = jnp.issubdtype(jnp.dtype(communication_dtype), jnp.floating)
-        except TypeError:
-            is_float = False
-        if not is_float:
-            raise ValueError(
-                "lookahead: communication_dtype must be a floating dtype (e.g. jnp.bfloat16) "
-                f"or None, got {communication_dtype!r}"
-            )
-    if isinstance(fragments, bool) or (isinstance(fragments, int) and fragments < 1):
-        raise ValueError(
-            f"lookahead: fragments must be an int >= 1, a tree of fragment ids or a callable, "
-            f"got {fragments!r}"
-        )
-    if isinstance(fragments, int):
-        check_period_divisible(sync_period, fragments)
-    if on_outer_path:
-        return sync_delay, fragments
-    given = {
-        "sync_delay": (sync_delay, 0),
-        "drop_nonfinite": (drop_nonfinite, None),
-        "communication_dtype": (communication_dtype, None),
-        "fragments": (fragments, 1),
-    }
-    for name, (value, default) in given.items():
-        if value is not default and not (isinstance(value, int) and value == default):
-            raise ValueError(
-                f"lookahead: {name}={value!r} applies to the outer path only (pass outer= or "
-                "replica_axis=); plain Lookahead already makes its slow step at the price of "
-                "the inner step"
-            )
-    return sync_delay, fragments
-
-
-def _static_int(name: str, value: Any, on_outer_path: bool) -> Any:
-    """A concrete integer scalar as a Python int; a traced one as None (plain path only)."""
-    if not isinstance(value, jax.Array | np.ndarray | np.generic):
-        return value
-    if isinstance(value, jax.core.Tracer):
-        if on_outer_path:
-            raise ValueError(
-                f"lookahead: {name} is traced, but the outer path needs it static; under "
-                f"optax.inject_hyperparams pass static_args=({name!r}, ...)"
-            )
-        return None
-    if value.shape != () or not jnp.issubdtype(value.dtype, jnp.integer):
-        raise ValueError(f"lookahead: {name} must be an integer, got {value!r}")
-    return int(value)
-
-
 # --- The outer steps ---------------------------------------------------------------------
 
 
 def _outer_steps(
-    path: OuterPath,
-    plan: FragmentPlan,
-    due: list[jax.Array],
-    fast_parts: tuple[list[Any], ...],
-    state: Any,
-    alpha: jax.Array | None,
+    call: _Call, fast_parts: tuple[list[Any], ...], state: Any
 ) -> tuple[list[Any], OuterState, list[Any] | None]:
-    """Each fragment's outer step, inside conditionals on ``due[i]``.
+    """Each due fragment's outer step, inside conditionals.
+
+    A fragment is due at its sync call (``sync_delay=0``) or at the call after it
+    (``sync_delay=1``), with the slow step size of its sync call.
 
     ``fast_parts`` add up to the fast weights: ``(params,)`` (the overlapped step)
     or ``(params, u)`` (the exact step). Per fragment a first ``lax.cond`` checks
@@ -498,6 +369,9 @@ def _outer_steps(
       The slow weights' leaves, the outer state, and the updates' leaves (exact
       step) or None.
     """
+    path, plan = call.path, call.plan
+    due = call.clock.pending if path.sync_delay == 1 else call.clock.sync
+    alpha = path.alpha_at(state.count - 1 if path.sync_delay == 1 else state.count)
     slow = list(jax.tree.leaves(state.lagging_slow))
     outer_state: OuterState = state.outer_state
     per_fragment = list(outer_state.per_fragment)
@@ -682,9 +556,7 @@ def _all_over_other_axes(ok: jax.Array, leaves: list[jax.Array], replica_axis: A
     return combined
 
 
-def _reset_inner_state(
-    path: OuterPath, clock: Clock, left_out: jax.Array, state: Any, params: Any
-) -> Any:
+def _reset_inner_state(call: _Call, left_out: jax.Array, state: Any, params: Any) -> Any:
     """The inner state, re-initialized from the slow weights where a reset is due.
 
     Every replica at the call after a sync with ``inner_state_on_sync='reset'``;
@@ -694,6 +566,7 @@ def _reset_inner_state(
     select per leaf, which XLA fuses into the inner update's reads: no cond takes
     the inner state.
     """
+    path, clock = call.path, call.clock
     if not path.drop_nonfinite and not path.reset_inner:
         return state.inner_state
     after_outer_step = clock.pending if path.sync_delay == 0 else clock.after_pending
@@ -708,20 +581,6 @@ def _reset_inner_state(
         return jnp.where(reset, new, old)
 
     return jax.tree.map(pick, fresh, state.inner_state)
-
-
-def check_replica_axis(replica_axis: Any) -> None:
-    """A clear error, at trace time, when ``replica_axis`` is not a mapped axis here."""
-    if replica_axis is None:
-        return
-    try:
-        jax.lax.psum(1, replica_axis)  # the axis size, known while tracing: no collective
-    except NameError as error:
-        raise ValueError(
-            f"lookahead: replica_axis={replica_axis!r} is not a mapped axis where update() is "
-            "traced; call it inside jax.shard_map over a mesh axis of that name or inside "
-            f"jax.vmap(..., axis_name={replica_axis!r})"
-        ) from error
 
 
 # --- Reading the state ---------------------------------------------------------------------
@@ -755,10 +614,13 @@ def replica_health(opt_state: optax.OptState) -> ReplicaHealth:
       >>> params = lookax.slow_params(state, params)  # the recovery: back on the slow weights
     """
     is_outer = lambda node: isinstance(node, OuterState)  # noqa: E731
-    for node in jax.tree.leaves(opt_state, is_leaf=is_outer):
-        if isinstance(node, OuterState):
-            return ReplicaHealth(node.dropped, node.left_out, node.diverged)
-    raise ValueError(
-        "replica_health: no outer-path Lookahead state found in opt_state; it is kept by "
-        "lookax.lookahead(..., outer=... or replica_axis=...), lookax.diloco and lookax.slowmo"
+    nodes = jax.tree.leaves(opt_state, is_leaf=is_outer)
+    found = [node for node in nodes if isinstance(node, OuterState)]
+    check_found(
+        "replica_health",
+        found,
+        "outer-path Lookahead state",
+        "it is kept by lookax.lookahead(..., outer=... or replica_axis=...), lookax.diloco and "
+        "lookax.slowmo",
     )
+    return ReplicaHealth(found[0].dropped, found[0].left_out, found[0].diverged)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lookax._checks import check_learning_rate, check_nonnegative, check_replica_count
 from lookax.lookahead import LookaheadState, lookahead
 from lookax.optimizers import sgd
 
@@ -100,6 +101,7 @@ def stack_replicas(tree: Any, num_replicas: int) -> Any:
       >>> state.lagging_slow["w"].shape, state.count.shape
       ((4, 3), ())
     """
+    check_replica_count(num_replicas)
 
     def stack(x: Any) -> jax.Array:
         return jnp.broadcast_to(x, (num_replicas, *jnp.shape(x)))
@@ -185,7 +187,7 @@ def diloco(
       Douillard et al., `Streaming DiLoCo with overlapping communication
       <https://arxiv.org/abs/2501.18512>`_, 2025 (fragments, overlap).
     """
-    outer = sgd(outer_learning_rate, momentum=outer_momentum, nesterov=True)
+    outer = _outer_sgd(outer_learning_rate, outer_momentum, nesterov=True)
     return lookahead(
         inner,
         sync_period,
@@ -261,7 +263,7 @@ def slowmo(
       Distributed SGD with Slow Momentum <https://arxiv.org/abs/1910.00643>`_,
       ICLR 2020 (Algorithm 1).
     """
-    outer = sgd(outer_learning_rate, momentum=outer_momentum)
+    outer = _outer_sgd(outer_learning_rate, outer_momentum, nesterov=False)
     return lookahead(
         inner,
         sync_period,
@@ -273,3 +275,12 @@ def slowmo(
         communication_dtype=communication_dtype,
         fragments=fragments,
     )
+
+
+def _outer_sgd(
+    learning_rate: Any, momentum: Any, *, nesterov: bool
+) -> optax.GradientTransformation:
+    """The outer SGD, its arguments checked under the names the caller knows them by."""
+    check_learning_rate(learning_rate, "outer_learning_rate")
+    check_nonnegative("outer_momentum", momentum)
+    return sgd(learning_rate, momentum=momentum, nesterov=nesterov)
