@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from _helpers import assert_trees_bitwise_equal
 from flax import serialization
 from flax.training import train_state
 
@@ -49,19 +50,21 @@ def run(step, state, num_steps):
     return state
 
 
-def assert_bitwise_equal(actual: dict, expected: dict):
-    assert sorted(actual) == sorted(expected)
-    for key, value in expected.items():
-        assert actual[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(actual[key], value, err_msg=key)
+def save_with_orbax(state, directory: Path) -> Path:
+    """``state`` saved by orbax's StandardCheckpointer into ``directory``, finished."""
+    import orbax.checkpoint as ocp
+
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(directory, state)
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    return directory
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("save_after", [worker.SAVE_AFTER, 2 * worker.SYNC_PERIOD])
 def test_orbax_restore_in_a_fresh_process_is_bitwise_identical(tmp_path, run_worker, save_after):
     """Mid-cycle (step 7), and between a sync and the call that stores its slow weights (10)."""
-    import orbax.checkpoint as ocp
-
     init_state, step = worker.make_training()
     uninterrupted = worker.leaves_by_path(run(step, init_state(), worker.TOTAL_STEPS))
 
@@ -78,17 +81,13 @@ def test_orbax_restore_in_a_fresh_process_is_bitwise_identical(tmp_path, run_wor
         np.testing.assert_array_equal(current_kernel, state.params["dense"]["kernel"])
     # the slow and the fast weights differ (mid-cycle; or the stored ones, pending)
     assert not np.array_equal(stored_kernel, state.params["dense"]["kernel"])
-    checkpoint_dir = tmp_path / "checkpoint"
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(checkpoint_dir, state)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
+    checkpoint_dir = save_with_orbax(state, tmp_path / "checkpoint")
 
     out = tmp_path / "resumed.npz"
     completed = run_worker(WORKER, checkpoint_dir, save_after, out, timeout=240)
     assert "restored and continued" in completed.stdout
     resumed = dict(np.load(out))
-    assert_bitwise_equal(resumed, uninterrupted)
+    assert_trees_bitwise_equal(resumed, uninterrupted)
     # the run stored slow weights after the restore (steps 11 and later), so they were used
     assert save_after <= 2 * worker.SYNC_PERIOD < worker.TOTAL_STEPS
 
@@ -117,8 +116,6 @@ def test_orbax_restore_of_an_outer_optimizer_state_is_bitwise_identical(
     tmp_path, run_worker, variant
 ):
     """SlowMo (k = 4) saved with outer steps behind it: see outer_checkpoint_worker.VARIANTS."""
-    import orbax.checkpoint as ocp
-
     _, save_after = outer_worker.VARIANTS[variant]
     init_state, step = outer_worker.make_training(variant)
     uninterrupted_state = run(step, init_state(), outer_worker.TOTAL_STEPS)
@@ -140,16 +137,12 @@ def test_orbax_restore_of_an_outer_optimizer_state_is_bitwise_identical(
         for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
             assert not np.array_equal(a, b)
 
-    checkpoint_dir = tmp_path / "checkpoint"
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(checkpoint_dir, state)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
+    checkpoint_dir = save_with_orbax(state, tmp_path / "checkpoint")
 
     out = tmp_path / "resumed.npz"
     completed = run_worker(OUTER_WORKER, checkpoint_dir, save_after, out, variant, timeout=240)
     assert "restored and continued" in completed.stdout
-    assert_bitwise_equal(dict(np.load(out)), uninterrupted)
+    assert_trees_bitwise_equal(dict(np.load(out)), uninterrupted)
 
 
 @pytest.mark.parametrize("on_sync", ["keep", "interpolate"])
@@ -177,6 +170,6 @@ def test_flax_serialization_round_trip_is_bitwise_identical(on_sync):
     for restored in (restored_bytes, restored_dict):
         assert jax.tree.structure(restored) == jax.tree.structure(state)
         assert isinstance(restored.opt_state, lookax.LookaheadState)
-        assert_bitwise_equal(worker.leaves_by_path(restored), worker.leaves_by_path(state))
+        assert_trees_bitwise_equal(worker.leaves_by_path(restored), worker.leaves_by_path(state))
         resumed = worker.leaves_by_path(run(step, restored, 5))
-        assert_bitwise_equal(resumed, uninterrupted)
+        assert_trees_bitwise_equal(resumed, uninterrupted)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import assert_worker_checks_passed, scan_trajectory
 
 import lookax
 
@@ -80,14 +81,9 @@ def run_equivalence_cases():
     """Each case on the complex tree and on the split tree, ``NUM_STEPS`` steps."""
 
     def trajectory(tx, params, to_complex, to_tree):
-        def step(carry, _):
-            params, state = carry
-            grads = to_tree(gradients(to_complex(params)))
-            updates, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, state), to_complex(params)
-
-        return jax.lax.scan(step, (params, tx.init(params)), None, length=NUM_STEPS)[1]
+        grads = lambda p: to_tree(gradients(to_complex(p)))
+        record = lambda p, _: to_complex(p)
+        return scan_trajectory(tx, params, grads, steps=NUM_STEPS, record=record)
 
     identity = lambda tree: tree  # noqa: E731
     results = {}
@@ -206,11 +202,9 @@ def test_optax_wrappers_over_a_complex_state():
 def test_complex128_under_x64(run_worker, tmp_path):
     out = tmp_path / "complex.json"
     run_worker(X64_WORKER, out, "complex", timeout=240)
-    report = json.loads(out.read_text())
-    assert sorted(report) == [
+    expected = [
         "complex128_state_types_are_stable",
         "lookahead_complex128_slow_weights_over_complex64_params",
         "mu_dtype_float64_gives_complex128_moments",
     ]
-    failed = {name: result["detail"] for name, result in report.items() if not result["ok"]}
-    assert not failed, "\n".join(f"{name}:\n{detail}" for name, detail in failed.items())
+    assert_worker_checks_passed(json.loads(out.read_text()), expected)

@@ -14,12 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import (
+    HAND_TRAJECTORY,
+    assert_trees_bitwise_equal,
+    assert_trees_close,
+    jit_update_step,
+)
 
 import lookax
-
-# The hand-checkable trajectory of docs/lookahead.md: theta0 = 1, gradient 1 at every step,
-# inner SGD(0.1), k = 3, alpha = 0.5.
-HAND_TRAJECTORY = [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60]
 
 
 def reference_lookahead_sgd(theta0, grad_fn, learning_rate, sync_periods, slow_step_sizes):
@@ -67,28 +69,6 @@ def reference_nested_lookahead_sgd(theta0, grad_fn, learning_rate, inner, outer,
     return np.array(trajectory), np.array(outer_slow), np.array(inner_slow)
 
 
-def make_step(tx):
-    """A jitted step taking the gradients as an argument; counts its traces."""
-    traces = []
-
-    @jax.jit
-    def step(params, state, grads):
-        traces.append(None)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    step.traces = traces
-    return step
-
-
-def assert_trees_bitwise_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        a, e = np.asarray(a), np.asarray(e)
-        assert a.dtype == e.dtype and a.shape == e.shape
-        np.testing.assert_array_equal(a, e)
-
-
 def random_tree(seed: int, scale: float = 1.0) -> dict:
     rng = np.random.default_rng(seed)
     return {
@@ -110,7 +90,7 @@ def test_clipping_before_lookahead_equals_lookahead_fed_clipped_gradients():
         norm = optax.tree.norm(grads)
         return jax.tree.map(lambda g: g / jnp.maximum(norm, 1.0), grads)
 
-    step_chained, step_plain = make_step(chained), make_step(lookahead)
+    step_chained, step_plain = jit_update_step(chained), jit_update_step(lookahead)
     p_chained, s_chained = params, chained.init(params)
     p_plain, s_plain = params, lookahead.init(params)
     p_chained_at_sync = None
@@ -118,8 +98,10 @@ def test_clipping_before_lookahead_equals_lookahead_fed_clipped_gradients():
         assert float(optax.tree.norm(grads)) > 5.0
         p_chained, s_chained = step_chained(p_chained, s_chained, grads)
         p_plain, s_plain = step_plain(p_plain, s_plain, jax.jit(clip)(grads))
-        chex_close(p_chained, p_plain)
-        chex_close(lookax.slow_params(s_chained, p_chained), lookax.slow_params(s_plain, p_plain))
+        assert_trees_close(p_chained, p_plain)
+        assert_trees_close(
+            lookax.slow_params(s_chained, p_chained), lookax.slow_params(s_plain, p_plain)
+        )
         if t % 3 == 1 and t > 1:  # the call after a sync stores the params it produced
             assert_trees_bitwise_equal(p_chained_at_sync, s_chained[1].lagging_slow)
         p_chained_at_sync = p_chained
@@ -136,22 +118,17 @@ def test_lookahead_after_a_stateful_transform_in_a_chain():
     outside = optax.chain(
         optax.scale_by_adam(), lookax.lookahead(optax.scale(-0.05), 4, slow_step_size=0.7)
     )
-    step_inside, step_outside = make_step(inside), make_step(outside)
+    step_inside, step_outside = jit_update_step(inside), jit_update_step(outside)
     p_in, s_in = params, inside.init(params)
     p_out, s_out = params, outside.init(params)
     for grads in grad_stream:
         p_in, s_in = step_inside(p_in, s_in, grads)
         p_out, s_out = step_outside(p_out, s_out, grads)
-        chex_close(p_out, p_in)
-    chex_close(lookax.slow_params(s_out, p_out), lookax.slow_params(s_in, p_in))
+        assert_trees_close(p_out, p_in)
+    assert_trees_close(lookax.slow_params(s_out, p_out), lookax.slow_params(s_in, p_in))
     assert_trees_bitwise_equal(p_out, lookax.slow_params(s_out, p_out))  # 8 steps: a sync ran
     stored = jax.tree.leaves(s_out[1].lagging_slow)
     assert not np.array_equal(jax.tree.leaves(p_out)[0], stored[0])  # and is still to be written
-
-
-def chex_close(actual, expected, rtol=1e-6, atol=1e-7):
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
 
 
 # --- optax.MultiSteps ----------------------------------------------------------------------
@@ -162,12 +139,7 @@ def test_multisteps_k_counts_real_optimizer_steps():
     tx = optax.MultiSteps(lookax.lookahead(optax.sgd(0.1), 3, 0.5), every_k_schedule=every)
     params = jnp.array(1.0, jnp.float32)  # strongly typed, as apply_updates returns it
     state = tx.init(params)
-
-    @jax.jit
-    def micro_step(params, state, grad):
-        updates, state = tx.update(grad, state, params)
-        return optax.apply_updates(params, updates), state
-
+    micro_step = jit_update_step(tx)
     real = []
     for micro in range(every * len(HAND_TRAJECTORY)):
         before = params
@@ -195,7 +167,7 @@ def test_multi_transform_lookahead_on_a_subset_and_full_tree_slow_params():
         {"lookahead": lookax.lookahead(optax.sgd(0.1), 3, 0.5), "plain": optax.sgd(0.1)}, labels
     )
     grads = jax.tree.map(jnp.ones_like, params)
-    step = make_step(tx)
+    step = jit_update_step(tx)
     state = tx.init(params)
     for t, expected in enumerate(HAND_TRAJECTORY, start=1):
         params, state = step(params, state, grads)
@@ -231,7 +203,7 @@ def test_masked_lookahead_with_a_mask_function():
         ),
     )
     grads = jax.tree.map(jnp.ones_like, params)
-    step = make_step(tx)
+    step = jit_update_step(tx)
     state = tx.init(params)
     for t, expected in enumerate(HAND_TRAJECTORY, start=1):
         params, state = step(params, state, grads)
@@ -254,7 +226,7 @@ def test_inject_hyperparams_changes_alpha_and_k_between_steps_without_recompilin
     params = jnp.array(1.0, jnp.float32)  # strongly typed, as apply_updates returns it
     state = tx.init(params)
     assert state.hyperparams["sync_period"].dtype == jnp.int32
-    step = make_step(tx)
+    step = jit_update_step(tx)
 
     # (k, alpha) in force at each step: k and alpha change mid-cycle and at a sync boundary.
     schedule = [(3, 0.5)] * 3 + [(2, 0.25)] * 4 + [(4, 1.0)] * 5 + [(1, 0.5)] * 3
@@ -291,7 +263,7 @@ def test_apply_if_finite_skips_a_nan_step_completely(on_sync):
     params = random_tree(2)
     clean = [random_tree(300 + t) for t in range(2 * k)]
     nan_grads = jax.tree.map(lambda g: g.at[0].set(jnp.nan), clean[0])
-    step = make_step(tx)
+    step = jit_update_step(tx)
 
     # Reference run without any NaN step.
     p_ref, s_ref = params, tx.init(params)
@@ -394,7 +366,7 @@ def test_ranger_under_another_lookahead():
         p, s = step(p, s)
         p2, s2 = step_spelled(p2, s2)
         losses.append(float(loss(p)))
-        chex_close(p, p2)
+        assert_trees_close(p, p2)
         ranger_state = s.inner_state
         assert isinstance(ranger_state, lookax.LookaheadState)
         if t % outer_k == 0:

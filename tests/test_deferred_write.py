@@ -15,18 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import assert_trees_bitwise_equal, compiled_temp_bytes, scan_trajectory
 
 import lookax
 
 K = 3
-
-
-def assert_bitwise(a, b):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_array_equal(
-            np.asarray(x).reshape(-1).view(np.uint8), np.asarray(y).reshape(-1).view(np.uint8)
-        )
 
 
 @functools.cache
@@ -36,13 +29,8 @@ def _vmapped_run(dtype):
     tx = lookax.lookahead(optax.adam(0.05), sync_period=K, slow_step_size=0.37)
 
     def run(params, grads):
-        def step(carry, g):
-            p, s = carry
-            u, s = tx.update(g, s, p)
-            p = optax.apply_updates(p, u)
-            return (p, s), (p, lookax.slow_params(s, p), s.lagging_slow)
-
-        return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
+        record = lambda p, s: (p, lookax.slow_params(s, p), s.lagging_slow)
+        return scan_trajectory(tx, params, grads, record=record)
 
     return jax.jit(jax.vmap(run))
 
@@ -61,8 +49,8 @@ def test_params_equal_slow_weights_bitwise_after_every_sync_under_vmap(dtype):
     fast, slow_now, stored = _vmapped_run(dtype)(params, grads)
     for t in range(K - 1, steps - 1, K):  # the syncs
         at = lambda tree, t=t: jax.tree.map(lambda x: x[:, t], tree)  # noqa: E731
-        assert_bitwise(at(fast), at(slow_now))
-        assert_bitwise(at(fast), jax.tree.map(lambda x, t=t: x[:, t + 1], stored))
+        assert_trees_bitwise_equal(at(fast), at(slow_now))
+        assert_trees_bitwise_equal(at(fast), jax.tree.map(lambda x, t=t: x[:, t + 1], stored))
     # The check can fail: between syncs the fast weights have left the slow ones.
     assert not np.array_equal(fast["w"][:, K], slow_now["w"][:, K])
 
@@ -89,29 +77,16 @@ def test_a_transform_chained_after_lookahead_moves_the_slow_weights_with_the_par
     assert float(p) == pytest.approx(0.9 - 0.2, rel=1e-6)
 
 
-def _step(tx):
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return jax.jit(step, donate_argnums=(0, 1))
-
-
-def _temp_bytes(tx, params):
-    state = tx.init(params)
-    compiled = _step(tx).lower(params, state, params).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
-
-
+@pytest.mark.compiler("bounds XLA's temporary buffer bytes (memory_analysis) of the step")
 def test_compiled_step_needs_no_temporary_beyond_adams():
     params = {"w": jnp.zeros((256, 1024)), "b": jnp.zeros((1024,)), "c": jnp.zeros((64, 64))}
     params_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
-    adam_temp = _temp_bytes(optax.adam(1e-3), params)
-    lookahead_temp = _temp_bytes(lookax.lookahead(optax.adam(1e-3), 5, 0.5), params)
+    adam_temp = compiled_temp_bytes(optax.adam(1e-3), params)
+    lookahead_temp = compiled_temp_bytes(lookax.lookahead(optax.adam(1e-3), 5, 0.5), params)
     assert abs(lookahead_temp - adam_temp) <= 4096, (lookahead_temp, adam_temp, params_bytes)
     # The measure sees a params-sized temporary where there is one: the wide slow-dtype
     # path materializes the inner updates for its cond.
     bf16 = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
     wide = lookax.lookahead(optax.adam(1e-3), 5, 0.5, slow_dtype=jnp.float32)
-    wide_temp = _temp_bytes(wide, bf16) - _temp_bytes(optax.adam(1e-3), bf16)
+    wide_temp = compiled_temp_bytes(wide, bf16) - compiled_temp_bytes(optax.adam(1e-3), bf16)
     assert wide_temp >= params_bytes // 2 // 2, (wide_temp, params_bytes)

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import HAND_TRAJECTORY, assert_trees_bitwise_equal
 
 import lookax
 
-HAND_TRAJECTORY = [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60]
 INT32_MAX = int(np.iinfo(np.int32).max)
 
 
@@ -30,18 +30,6 @@ def make_step(tx, grad_fn=None):
         return optax.apply_updates(params, updates), state, updates
 
     return step
-
-
-def bits(x) -> np.ndarray:
-    value = np.asarray(x)
-    return value.view(f"u{value.dtype.itemsize}") if value.dtype.kind in "fV" else value
-
-
-def assert_bitwise_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        assert np.asarray(a).dtype == np.asarray(e).dtype
-        np.testing.assert_array_equal(bits(a), bits(e))
 
 
 # --- dtypes and shapes ---------------------------------------------------------------------
@@ -76,9 +64,9 @@ def test_bf16_and_mixed_dtype_trees_keep_every_dtype(make_tx):
         assert jax.tree.map(lambda s: s.dtype, slow) == dtypes
         assert jax.tree.map(lambda s: s.dtype, state.lagging_slow) == dtypes
         if t % 3 == 0:  # at a sync the slow weights are the params apply_updates produced
-            assert_bitwise_equal(params, slow)
+            assert_trees_bitwise_equal(params, slow)
         if t % 3 == 1 and t > 1:  # and the next call stores them bit for bit, every dtype
-            assert_bitwise_equal(params_at_sync, state.lagging_slow)
+            assert_trees_bitwise_equal(params_at_sync, state.lagging_slow)
         params_at_sync = params
         assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(params))
     assert step._cache_size() == 1
@@ -99,7 +87,7 @@ def test_inner_updates_wider_than_bf16_params():
         assert updates["w"].dtype == jnp.float32  # the inner optimizer's choice, kept
         assert params["w"].dtype == jnp.bfloat16
         if t % 3 == 1 and t > 1:  # the call after a sync stored the params it produced
-            assert_bitwise_equal(params_at_sync, state.lagging_slow)
+            assert_trees_bitwise_equal(params_at_sync, state.lagging_slow)
         params_at_sync = params
 
 
@@ -118,7 +106,7 @@ def test_interpolate_with_an_inner_state_that_changes_dtype_after_init():
         at_sync_mu = state.inner_state_at_sync.inner_state[0].mu["w"]
         assert at_sync_mu.dtype == state.inner_state.inner_state[0].mu["w"].dtype
         if t % 2 == 1 and t > 1:
-            assert_bitwise_equal(params_at_sync, state.lagging_slow)
+            assert_trees_bitwise_equal(params_at_sync, state.lagging_slow)
         params_at_sync = params
     assert params["w"].dtype == jnp.bfloat16
 
@@ -178,7 +166,7 @@ def test_none_leaves_as_optax_allows():
         params = optax.apply_updates(params, updates)
         assert params["frozen"] is None
         if t % 2 == 0:
-            assert_bitwise_equal(params["w"], lookax.slow_params(state, params)["w"])
+            assert_trees_bitwise_equal(params["w"], lookax.slow_params(state, params)["w"])
     full = lookax.slow_params(state, params)
     assert full["frozen"] is None and full["w"].shape == (2,)
 
@@ -363,7 +351,7 @@ def test_sync_timing_past_the_int32_counter_saturation():
     assert counts[:4] == [INT32_MAX - 3, INT32_MAX - 2, INT32_MAX - 1, INT32_MAX]
     assert all(c == INT32_MAX for c in counts[4:])  # saturates, never wraps negative
     # Sync every k steps throughout: the hand example, continued.
-    expected = HAND_TRAJECTORY + [0.5, 0.55, 0.45, 0.35, 0.40, 0.30]
+    expected = [*HAND_TRAJECTORY, 0.5, 0.55, 0.45, 0.35, 0.40, 0.30]
     np.testing.assert_allclose(trajectory, expected, rtol=1e-5)
     assert int(state.phase) == (4 * k + 1) % k
     # Traced once: one call for the target's alpha, one for the deferred interpolation's.
@@ -409,3 +397,126 @@ def test_a_hundred_thousand_steps_in_lax_scan():
     assert not slow_unchanged[written].any()
     for p, y in zip(jax.tree.leaves(params), jax.tree.leaves(target), strict=True):
         np.testing.assert_allclose(p, y, atol=0.2)  # converged near the target
+
+
+# --- one convention: TypeError for a wrong type, ValueError for a bad value ----------------
+
+_SGD = optax.sgd(0.1)
+
+
+def _traced_sync_delay():
+    return jax.jit(lambda delay: (lookax.diloco(_SGD, 4, sync_delay=delay), delay)[1])(1)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "name"),
+    [
+        pytest.param(lambda: lookax.adam("0.1"), TypeError, "learning_rate", id="str-number"),
+        pytest.param(lambda: lookax.adam(1 + 1j), TypeError, "learning_rate", id="complex-number"),
+        pytest.param(lambda: lookax.adam(-1.0), ValueError, "learning_rate", id="negative"),
+        pytest.param(lambda: lookax.adam(b1=float("nan")), ValueError, "b1", id="nan"),
+        pytest.param(
+            lambda: lookax.sgd(0.1, momentum=0.9, nesterov=1), TypeError, "nesterov", id="int-flag"
+        ),
+        pytest.param(lambda: lookax.adam(mu_dtype=3), TypeError, "mu_dtype", id="not-a-dtype"),
+        pytest.param(
+            lambda: lookax.adam(mu_dtype="not a dtype"), ValueError, "mu_dtype", id="dtype-name"
+        ),
+        pytest.param(
+            lambda: lookax.adam(mu_dtype=jnp.int32), ValueError, "mu_dtype", id="integer-dtype"
+        ),
+        pytest.param(lambda: lookax.lookahead(_SGD, 1.5), TypeError, "sync_period", id="float-k"),
+        pytest.param(lambda: lookax.lookahead(_SGD, 0), ValueError, "sync_period", id="zero-k"),
+        pytest.param(
+            lambda: lookax.lookahead(_SGD, inner_state_on_sync=1),
+            TypeError,
+            "inner_state_on_sync",
+            id="choice-not-a-str",
+        ),
+        pytest.param(
+            lambda: lookax.lookahead(_SGD, inner_state_on_sync="average"),
+            ValueError,
+            "inner_state_on_sync",
+            id="unknown-choice",
+        ),
+        pytest.param(lambda: lookax.lookahead(object()), TypeError, "inner", id="inner-object"),
+        pytest.param(
+            lambda: lookax.lookahead(optax.MultiSteps(_SGD, 2)),
+            ValueError,
+            "MultiSteps",
+            id="inner-multisteps",
+        ),
+        pytest.param(
+            lambda: lookax.lookahead(_SGD, outer=object()), TypeError, "outer", id="outer-object"
+        ),
+        pytest.param(
+            lambda: lookax.lookahead(_SGD, 4, 0.5, outer=_SGD),
+            ValueError,
+            "either outer or slow_step_size",
+            id="outer-and-alpha",
+        ),
+        pytest.param(
+            lambda: lookax.lookahead(_SGD, replica_axis=3), TypeError, "replica_axis", id="axis"
+        ),
+        pytest.param(
+            lambda: lookax.diloco(_SGD, 4, sync_delay=1.0), TypeError, "sync_delay", id="float-int"
+        ),
+        pytest.param(_traced_sync_delay, TypeError, "sync_delay is traced", id="traced-static"),
+        pytest.param(
+            lambda: lookax.diloco(_SGD, 4, sync_delay=2), ValueError, "sync_delay", id="delay-2"
+        ),
+        pytest.param(
+            lambda: lookax.lookahead(_SGD, 4, sync_delay=1),
+            ValueError,
+            "sync_delay=1 applies to the outer path only",
+            id="plain-path-option",
+        ),
+        pytest.param(
+            lambda: lookax.diloco(_SGD, 4, drop_nonfinite=1),
+            TypeError,
+            "drop_nonfinite",
+            id="int-bool",
+        ),
+        pytest.param(
+            lambda: lookax.diloco(_SGD, 4, fragments=True), TypeError, "fragments", id="bool-int"
+        ),
+        pytest.param(
+            lambda: lookax.diloco(_SGD, 4, fragments=0), ValueError, "fragments", id="no-fragment"
+        ),
+        pytest.param(
+            lambda: lookax.diloco(_SGD, 4, outer_learning_rate="x"),
+            TypeError,
+            "outer_learning_rate",
+            id="outer-lr-str",
+        ),
+        pytest.param(lambda: lookax.grouped(object()), TypeError, "inner", id="grouped-inner"),
+        pytest.param(
+            lambda: lookax.grouped(_SGD, key=3), TypeError, "key", id="grouped-key-not-callable"
+        ),
+        pytest.param(
+            lambda: lookax.grouped(_SGD, max_leaf_size=1.5),
+            TypeError,
+            "max_leaf_size",
+            id="grouped-float-size",
+        ),
+        pytest.param(
+            lambda: lookax.grouped(_SGD, max_leaf_size=-1),
+            ValueError,
+            "max_leaf_size",
+            id="grouped-negative-size",
+        ),
+    ],
+)
+def test_wrong_types_raise_type_error_and_bad_values_value_error(build, error, name):
+    with pytest.raises(error, match=re.escape(name)) as raised:
+        build()
+    assert type(raised.value) is error  # not a subclass: the convention is exact
+
+
+@pytest.mark.parametrize(
+    ("num_replicas", "error"),
+    [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError)],
+)
+def test_stack_replicas_needs_a_positive_integer(num_replicas, error):
+    with pytest.raises(error, match=f"num_replicas must be an integer >= 1, got {num_replicas!r}"):
+        lookax.stack_replicas({"w": jnp.zeros(3)}, num_replicas)

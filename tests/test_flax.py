@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _helpers import assert_trees_bitwise_equal, assert_trees_close
 from flax import linen, nnx
 from flax.training import train_state
 
@@ -61,13 +62,8 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def assert_trees_bitwise_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
-
-
 def trees_equal(a, b) -> bool:
+    """Equal values leaf by leaf, for ``assert not``: the weights moved (by value, not bits)."""
     return all(
         np.array_equal(np.asarray(x), np.asarray(y))
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
@@ -104,8 +100,7 @@ def test_train_state_apply_gradients_and_evaluating_on_slow_weights():
             # step may compile twice (plain optax too); it must not compile again after that.
             compiled_after_two_steps = train_step._cache_size()
         manual_params, manual_opt_state = manual_step(manual_params, manual_opt_state)
-        for a, e in zip(jax.tree.leaves(state.params), jax.tree.leaves(manual_params), strict=True):
-            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
+        assert_trees_close(state.params, manual_params)
         assert int(state.step) == t
 
         # The one documented line: evaluate the model on the slow weights.
@@ -165,8 +160,7 @@ def test_nnx_optimizer_update_and_evaluating_on_slow_weights():
         train_step(model, optimizer)
         func_params, func_opt_state = func_step(func_params, func_opt_state, func_rest)
         current = nnx.state(model, nnx.Param)
-        for a, e in zip(jax.tree.leaves(current), jax.tree.leaves(func_params), strict=True):
-            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
+        assert_trees_close(current, func_params)
 
         # The documented lines: a model that holds the slow weights.
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -174,17 +168,12 @@ def test_nnx_optimizer_update_and_evaluating_on_slow_weights():
 
         slow_state = nnx.state(slow_model, nnx.Param)
         assert jax.tree.structure(slow_state) == jax.tree.structure(current)
-        for a, e in zip(
-            jax.tree.leaves(slow_state),
-            jax.tree.leaves(lookax.slow_params(func_opt_state, func_params)),
-            strict=True,
-        ):
-            np.testing.assert_allclose(a, e, rtol=1e-6, atol=1e-7)
+        assert_trees_close(slow_state, lookax.slow_params(func_opt_state, func_params))
         # Non-Param state (BatchNorm statistics) comes from the model; the model is untouched.
         assert_trees_bitwise_equal(
             nnx.state(slow_model, nnx.BatchStat), nnx.state(model, nnx.BatchStat)
         )
-        assert trees_equal(nnx.state(model, nnx.Param), current)
+        assert_trees_bitwise_equal(nnx.state(model, nnx.Param), current)
         if t % SYNC_PERIOD == 0:
             assert_trees_bitwise_equal(slow_state, current)
             np.testing.assert_array_equal(slow_model(x), model(x))

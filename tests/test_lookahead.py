@@ -11,6 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import (
+    HAND_TRAJECTORY,
+    assert_trees_bitwise_equal,
+    jit_update_step,
+    params_and_slow_params,
+    scan_trajectory,
+)
 from flax.training import train_state
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -117,15 +124,7 @@ def lookax_runner(inner_name: str, on_sync: str, schedule: bool = False):
         tx = lookax.lookahead(
             make_inner(inner_name), sync_period, slow_step_size, inner_state_on_sync=on_sync
         )
-
-        def step(carry, grads):
-            params, state = carry
-            updates, state = tx.update(grads, state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, state), (params, lookax.slow_params(state, params))
-
-        _, path = jax.lax.scan(step, (params, tx.init(params)), grads_stream)
-        return path
+        return scan_trajectory(tx, params, grads_stream, record=params_and_slow_params)
 
     return jax.jit(run)
 
@@ -178,7 +177,7 @@ def test_hand_computed_trajectory():
         updates, state = step(jnp.float32(1.0), state, params)
         params = optax.apply_updates(params, updates)
         path.append(float(params))
-    np.testing.assert_allclose(path, [0.9, 0.8, 0.85, 0.75, 0.65, 0.70, 0.60], rtol=1e-6)
+    np.testing.assert_allclose(path, HAND_TRAJECTORY, rtol=1e-6)
 
 
 def test_slow_weights_match_optax_lookahead():
@@ -230,14 +229,8 @@ def test_apply_updates_lands_bitwise_on_slow_weights(dtype, alpha, seed):
     for t in (1, 3, 5):
         for name in TREE_SHAPES:
             assert params_after[name].dtype == jnp.dtype(dtype)
-            assert_bitwise(params_after[name][t], slow_after[name][t + 1])
+            assert_trees_bitwise_equal(params_after[name][t], slow_after[name][t + 1])
             assert not np.array_equal(slow_after[name][t], slow_after[name][t + 1])  # it moved
-
-
-def assert_bitwise(a, b):
-    np.testing.assert_array_equal(
-        np.asarray(a).reshape(-1).view(np.uint8), np.asarray(b).reshape(-1).view(np.uint8)
-    )
 
 
 @functools.cache
@@ -246,14 +239,7 @@ def _exactness_runner(dtype):
 
     def run(params, grads, alpha):
         tx = lookax.lookahead(optax.adam(0.3), sync_period=2, slow_step_size=alpha)
-
-        def step(carry, g):
-            p, s = carry
-            u, s = tx.update(g, s, p)
-            p = optax.apply_updates(p, u)
-            return (p, s), (p, s.lagging_slow)
-
-        return jax.lax.scan(step, (params, tx.init(params)), grads)[1]
+        return scan_trajectory(tx, params, grads, record=lambda p, s: (p, s.lagging_slow))
 
     return jax.jit(run)
 
@@ -304,6 +290,7 @@ def _index(variables, var) -> int:
     return next(i for i, candidate in enumerate(variables) if candidate is var)
 
 
+@pytest.mark.compiler("counts the jaxpr's lax.cond equations and follows their operands")
 @pytest.mark.parametrize("on_sync", SYNC_CHOICES)
 def test_one_cond_takes_only_params_and_state_never_the_inner_updates(on_sync):
     params = {n: jnp.zeros(s) for n, s in STRUCTURE_SHAPES.items()}
@@ -383,18 +370,11 @@ def test_donated_jitted_step_compiles_once_and_init_never_aliases():
         assert p.unsafe_buffer_pointer() != s.unsafe_buffer_pointer()
     buffers = [leaf.unsafe_buffer_pointer() for leaf in jax.tree.leaves(state)]
     assert len(set(buffers)) == len(buffers)
-    traces = []
-
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
-    def train_step(params, state, grads):
-        traces.append(1)
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
+    train_step = jit_update_step(tx, donate=True)
     grads = jax.tree.map(jnp.ones_like, params)
     for _ in range(10):
         params, state = train_step(params, state, grads)
-    assert len(traces) == 1
+    assert len(train_step.traces) == 1
     assert int(state.count) == 10 and int(state.phase) == 1
 
 
@@ -403,15 +383,7 @@ def test_alpha_one_reproduces_inner_and_alpha_zero_returns_to_start():
     params, grads = random_tree(rng), random_tree(rng, leading=(12,))
     run = lookax_runner("adam", "keep")
     fast_one, _ = run(params, grads, 4, jnp.float32(1.0))
-    inner = make_inner("adam")
-
-    def inner_step(carry, g):
-        p, s = carry
-        u, s = inner.update(g, s, p)
-        p = optax.apply_updates(p, u)
-        return (p, s), p
-
-    inner_path = jax.lax.scan(inner_step, (params, inner.init(params)), grads)[1]
+    inner_path = scan_trajectory(make_inner("adam"), params, grads)
     for name in TREE_SHAPES:
         np.testing.assert_allclose(fast_one[name], inner_path[name], rtol=1e-6, atol=1e-7)
 
@@ -486,25 +458,25 @@ def test_interpolate_moves_moments_like_weights_and_counters_continue():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
+    ("kwargs", "name", "error"),
     [
-        ({"sync_period": 0}, "sync_period"),
-        ({"sync_period": -3}, "sync_period"),
-        ({"sync_period": 2.5}, "sync_period"),
-        ({"sync_period": True}, "sync_period"),
-        ({"sync_period": jnp.float32(3.0)}, "sync_period"),
-        ({"sync_period": np.array([2, 3])}, "sync_period"),
-        ({"slow_step_size": -0.1}, "slow_step_size"),
-        ({"slow_step_size": 1.5}, "slow_step_size"),
-        ({"slow_step_size": float("nan")}, "slow_step_size"),
-        ({"slow_step_size": jnp.float32(2.0)}, "slow_step_size"),
-        ({"slow_step_size": "half"}, "slow_step_size"),
-        ({"inner_state_on_sync": "average"}, "inner_state_on_sync"),
-        ({"slow_dtype": jnp.int32}, "slow_dtype"),
+        ({"sync_period": 0}, "sync_period", ValueError),
+        ({"sync_period": -3}, "sync_period", ValueError),
+        ({"sync_period": 2.5}, "sync_period", TypeError),
+        ({"sync_period": True}, "sync_period", TypeError),
+        ({"sync_period": jnp.float32(3.0)}, "sync_period", TypeError),
+        ({"sync_period": np.array([2, 3])}, "sync_period", ValueError),
+        ({"slow_step_size": -0.1}, "slow_step_size", ValueError),
+        ({"slow_step_size": 1.5}, "slow_step_size", ValueError),
+        ({"slow_step_size": float("nan")}, "slow_step_size", ValueError),
+        ({"slow_step_size": jnp.float32(2.0)}, "slow_step_size", ValueError),
+        ({"slow_step_size": "half"}, "slow_step_size", TypeError),
+        ({"inner_state_on_sync": "average"}, "inner_state_on_sync", ValueError),
+        ({"slow_dtype": jnp.int32}, "slow_dtype", ValueError),
     ],
 )
-def test_invalid_hyperparameters_raise_naming_the_argument(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+def test_invalid_hyperparameters_raise_naming_the_argument(kwargs, name, error):
+    with pytest.raises(error, match=name):
         lookax.lookahead(optax.sgd(0.1), **kwargs)
 
 
@@ -698,5 +670,5 @@ def test_adopting_lookahead_mid_run_continues_the_inner_optimizer():
         plain_params = optax.apply_updates(plain_params, plain_updates)
     chex.assert_trees_all_equal(params, plain_params)
     chex.assert_trees_all_equal(state.inner_state, plain_state)
-    with pytest.raises(ValueError, match="inner_state does not match"):
+    with pytest.raises(ValueError, match="inner_state and the inner optimizer's state have"):
         lookax.init_from_inner(tx, params, optax.sgd(0.1).init(params))

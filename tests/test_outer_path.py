@@ -19,6 +19,7 @@ import ml_dtypes
 import numpy as np
 import optax
 import pytest
+from _helpers import compiled_temp_bytes, update_step
 
 import lookax
 
@@ -573,19 +574,11 @@ def test_bad_fragment_trees_are_refused_at_init():
 STRUCTURE_SHAPE = (256, 256)
 
 
-def donated_step(tx):
-    def step(params, state, grads):
-        updates, state = tx.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
-
-    return step
-
-
 def params_sized_cond_operands(tx) -> list[str]:
     """The params-sized operands of the step's top-level conds, named by the step's inputs."""
     params = {"w": jnp.zeros(STRUCTURE_SHAPE), "b": jnp.zeros(STRUCTURE_SHAPE[1])}
     args = (params, tx.init(params), params)
-    closed = jax.make_jaxpr(donated_step(tx))(*args)
+    closed = jax.make_jaxpr(update_step(tx))(*args)
     names = {
         var: jax.tree_util.keystr(path)
         for var, (path, _) in zip(
@@ -601,6 +594,7 @@ def params_sized_cond_operands(tx) -> list[str]:
     ]
 
 
+@pytest.mark.compiler("names the params-sized operands of the jaxpr's top-level conds")
 def test_overlapped_conds_take_only_params_slow_weights_and_outer_state():
     operands = params_sized_cond_operands(lookax.diloco(lookax.adam(1e-3), 4, sync_delay=1))
     assert "[0]['w']" in operands, "the sync branch takes the params-shaped leaf"
@@ -612,12 +606,10 @@ def test_overlapped_conds_take_only_params_slow_weights_and_outer_state():
 
 
 def temp_bytes(tx, floats: int = 1 << 18) -> int:
-    params = {"w": jnp.zeros(floats)}
-    step = jax.jit(donated_step(tx), donate_argnums=(0, 1))
-    compiled = step.lower(params, tx.init(params), params).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
+    return compiled_temp_bytes(tx, {"w": jnp.zeros(floats)})
 
 
+@pytest.mark.compiler("bounds XLA:CPU's temporary buffer bytes (memory_analysis) of the step")
 def test_compiled_temp_of_the_overlapped_and_the_exact_step():
     """XLA:CPU's buffer assignment, measured against Adam's (a params buffer is 1 MiB here).
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import assert_trees_bitwise_equal, assert_trees_close, assert_worker_checks_passed
 
 import lookax
 
@@ -49,18 +50,6 @@ def step_fn(tx):
         return optax.apply_updates(params, updates), state
 
     return step
-
-
-def assert_trees_bitwise_equal(actual, expected):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
-
-
-def assert_trees_close(actual, expected, rtol=1e-6, atol=1e-7):
-    assert jax.tree.structure(actual) == jax.tree.structure(expected)
-    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol, atol=atol)
 
 
 # --- jit with donation -----------------------------------------------------------------------
@@ -183,6 +172,7 @@ def test_vmap_over_seeds(on_sync):
         assert_trees_close(slow_now, lookax.slow_params(ref_state, ref_params))
 
 
+@pytest.mark.compiler("looks for cond and select_n primitives in the vmapped step's jaxpr")
 def test_vmap_cost_a_batched_counter_turns_the_cond_into_a_select():
     # The documented cost: with batched counters lax.cond cannot branch per example, so vmap
     # turns it into a select and both branches (the whole sync) run at every step. With the
@@ -254,13 +244,11 @@ def test_eval_shape_of_init_and_update(name):
 def test_float64_under_x64_in_a_subprocess(tmp_path, run_worker):
     out = tmp_path / "x64.json"
     run_worker(X64_WORKER, out, timeout=240)
-    report = json.loads(out.read_text())
-    assert sorted(report) == [
+    expected = [
         "float64_hand_example",
         "float64_matches_numpy_algorithm_1",
         "mixed_float64_float32_tree_and_ranger",
     ]
-    failed = {name: result["detail"] for name, result in report.items() if not result["ok"]}
-    assert not failed, "\n".join(f"{name}:\n{detail}" for name, detail in failed.items())
+    assert_worker_checks_passed(json.loads(out.read_text()), expected)
     # x64 did not leak into this process
     assert jnp.zeros(()).dtype == jnp.float32

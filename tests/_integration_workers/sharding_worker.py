@@ -33,6 +33,9 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import lookax  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from _helpers import assert_trees_bitwise_equal  # noqa: E402
+
 SYNC_PERIOD = 3
 NUM_STEPS = 7  # two syncs, then one step into the third cycle
 ON_SYNC = ("keep", "reset", "interpolate")
@@ -162,12 +165,12 @@ def check_deferred_write(i: int, params, state, at_sync):
     them), else None.
     """
     if at_sync is not None:
-        assert trees_bitwise_equal(at_sync, state.lagging_slow), (
-            f"slow weights stored after step {i + 1}"
+        assert_trees_bitwise_equal(
+            at_sync, state.lagging_slow, err_msg=f"slow weights stored after step {i + 1}"
         )
     if (i + 1) % SYNC_PERIOD:
         return None
-    assert trees_bitwise_equal(params, lookax.slow_params(state, params))
+    assert_trees_bitwise_equal(params, lookax.slow_params(state, params))
     return jax.tree.map(np.asarray, params)
 
 
@@ -388,13 +391,6 @@ def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
-def trees_bitwise_equal(a, b) -> bool:
-    return all(
-        np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True)
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
-
-
 def per_device_step(local, mesh, params_specs, state_specs, check_vma: bool = True):
     """``local(params, state, poison)`` jitted as a shard_map step (poison replicated)."""
     return jax.jit(
@@ -415,6 +411,36 @@ def advance_to_sync_step(step, params, state):
     return params, state
 
 
+def local_update(tx, grads_of):
+    """``local(params, state, poison)``: ``tx`` on ``grads_of(params, poison)``, applied."""
+
+    def local(params, state, poison):
+        updates, state = tx.update(grads_of(params, poison), state, params)
+        return optax.apply_updates(params, updates), state
+
+    return local
+
+
+def assert_poisoned_sync_skipped(step, params, state, lookahead_of):
+    """A NaN at the would-be sync step changes neither the params nor Lookahead's state;
+    the next clean step is that sync, and the call after it stores the params it produced.
+
+    ``lookahead_of(state)`` is the LookaheadState inside ``step``'s state. Returns the state
+    after the skipped step.
+    """
+    params, state = advance_to_sync_step(step, params, state)
+    skipped_params, skipped_state = step(params, state, jnp.bool_(True))
+    assert_trees_bitwise_equal(skipped_params, params)
+    assert_trees_bitwise_equal(lookahead_of(skipped_state), lookahead_of(state))
+    params, state = step(skipped_params, skipped_state, jnp.bool_(False))
+    lookahead = lookahead_of(state)
+    assert int(lookahead.phase) == 0 and int(lookahead.count) == SYNC_PERIOD
+    params_at_sync = params
+    params, state = step(params, state, jnp.bool_(False))
+    assert_trees_bitwise_equal(params_at_sync, lookahead_of(state).lagging_slow)
+    return skipped_state
+
+
 @check("apply_if_finite[jit-global-view]")
 def _() -> str:
     # Under jit over sharded arrays the finiteness check is global: XLA reduces across devices.
@@ -432,8 +458,8 @@ def _() -> str:
 
     params, state = advance_to_sync_step(step, params, state)
     new_params, new_state = step(params, state, jnp.bool_(True))
-    assert trees_bitwise_equal(new_params, params)
-    assert trees_bitwise_equal(new_state.inner_state, state.inner_state)
+    assert_trees_bitwise_equal(new_params, params)
+    assert_trees_bitwise_equal(new_state.inner_state, state.inner_state)
     assert int(new_state.total_notfinite) == 1 and not bool(new_state.last_finite)
     return "skipped on every device"
 
@@ -443,11 +469,7 @@ def _() -> str:
     # apply_if_finite inside shard_map sees only the local block: its counters come out
     # device-varying, and shard_map refuses to return them as replicated (P()).
     mesh, params_specs, specs, inner, tx, params, state = finite_setup()
-
-    def local(params, state, poison):
-        updates, state = tx.update(poisoned_local_grads(params, poison), state, params)
-        return optax.apply_updates(params, updates), state
-
+    local = local_update(tx, poisoned_local_grads)
     try:
         per_device_step(local, mesh, params_specs, specs)(params, state, jnp.bool_(True))
     except Exception as error:  # noqa: BLE001
@@ -461,11 +483,7 @@ def _() -> str:
     # its block while every other device applies the update. This is why the flag must be
     # combined across devices.
     mesh, params_specs, specs, inner, tx, params, state = finite_setup()
-
-    def local(params, state, poison):
-        updates, state = tx.update(poisoned_local_grads(params, poison), state, params)
-        return optax.apply_updates(params, updates), state
-
+    local = local_update(tx, poisoned_local_grads)
     step = per_device_step(local, mesh, params_specs, specs, check_vma=False)
     new_params, _ = step(params, state, jnp.bool_(True))
     before = np.asarray(params["w"])
@@ -495,25 +513,11 @@ def combined_flag_grads(params: dict, poison: jax.Array) -> dict:
 @check("apply_if_finite[shard_map-combined-flag]")
 def _() -> str:
     mesh, params_specs, specs, inner, tx, params, state = finite_setup()
-
-    def local(params, state, poison):
-        updates, state = tx.update(combined_flag_grads(params, poison), state, params)
-        return optax.apply_updates(params, updates), state
-
+    local = local_update(tx, combined_flag_grads)
     # check_vma off: apply_if_finite's counters are computed from varying values
     step = per_device_step(local, mesh, params_specs, specs, check_vma=False)
-    params, state = advance_to_sync_step(step, params, state)
-    new_params, new_state = step(params, state, jnp.bool_(True))
-    assert trees_bitwise_equal(new_params, params)
-    assert trees_bitwise_equal(new_state.inner_state, state.inner_state)
-    assert int(new_state.total_notfinite) == 1
-    # the next clean step is the sync that the NaN step would have been
-    params, state = step(new_params, new_state, jnp.bool_(False))
-    assert int(state.inner_state.phase) == 0 and int(state.inner_state.count) == SYNC_PERIOD
-    # the call after the sync stores the params it produced, on every device
-    params_at_sync = params
-    params, state = step(params, state, jnp.bool_(False))
-    assert trees_bitwise_equal(params_at_sync, state.inner_state.lagging_slow)
+    skipped = assert_poisoned_sync_skipped(step, params, state, lambda s: s.inner_state)
+    assert int(skipped.total_notfinite) == 1
     return "skipped on every device; the next clean step syncs"
 
 
@@ -536,15 +540,7 @@ def _() -> str:
         return optax.apply_updates(params, updates), state
 
     step = per_device_step(local, mesh, params_specs, inner_specs)
-    params, inner_state = advance_to_sync_step(step, params, inner_state)
-    new_params, new_inner_state = step(params, inner_state, jnp.bool_(True))
-    assert trees_bitwise_equal(new_params, params)
-    assert trees_bitwise_equal(new_inner_state, inner_state)
-    params, inner_state = step(new_params, new_inner_state, jnp.bool_(False))
-    assert int(inner_state.phase) == 0 and int(inner_state.count) == SYNC_PERIOD
-    params_at_sync = params
-    params, inner_state = step(params, inner_state, jnp.bool_(False))
-    assert trees_bitwise_equal(params_at_sync, inner_state.lagging_slow)
+    assert_poisoned_sync_skipped(step, params, inner_state, lambda s: s)
     return "skipped on every device; the next clean step syncs"
 
 

@@ -161,16 +161,45 @@ def make_torch_scheduler(optimizer, spec, base_lr):
 # --- the settings ---
 
 
+# lookax's argument names where torch's differ: RMSprop's decay is torch's alpha, Ranger2020
+# names Lookahead's sync_period and slow_step_size k and alpha; b1 and b2 are torch's betas.
+TORCH_NAMES = {
+    "learning_rate": "lr",
+    "decay": "alpha",
+    "sync_period": "k",
+    "slow_step_size": "alpha",
+}
+# Ranger2020 always centralizes over torch layout's output axis: lookax's gc_output_axis has
+# no torch argument.
+LOOKAX_ONLY = ("gc_output_axis",)
+
+
+def torch_names(lookax_kwargs):
+    """The same arguments as torch spells them (b1 and b2 both given, or neither)."""
+    if ("b1" in lookax_kwargs) != ("b2" in lookax_kwargs):
+        raise ValueError(f"b1 without b2 or b2 without b1: give the torch kwargs, {lookax_kwargs}")
+    torch_kwargs = {}
+    for key, value in lookax_kwargs.items():
+        if key == "b1":
+            torch_kwargs["betas"] = (value, lookax_kwargs["b2"])
+        elif key not in ("b2", *LOOKAX_ONLY):
+            torch_kwargs[TORCH_NAMES.get(key, key)] = value
+    return torch_kwargs
+
+
 def setting(
     name,
     optimizer,
     lookax_kwargs,
     torch_class,
-    torch_kwargs,
+    torch_kwargs=None,
     schedule=None,
     layout="torch",
 ):
-    """One case. ``schedule`` is (optax description, torch scheduler spec) or None."""
+    """One case. ``torch_kwargs`` defaults to ``lookax_kwargs`` in torch's names (see
+    ``torch_names``); ``schedule`` is (optax description, torch scheduler spec) or None."""
+    if torch_kwargs is None:
+        torch_kwargs = torch_names(lookax_kwargs)
     lookax_kwargs = dict(lookax_kwargs)
     torch_scheduler = None
     if schedule is not None:
@@ -200,218 +229,112 @@ LION, RANGER = "lion_pytorch.Lion", "ranger2020.Ranger2020"
 # at the default eps it is invisible with gradients of this size.
 SETTINGS = [
     # SGD
-    setting("sgd_plain", "sgd", {"learning_rate": 0.05}, SGD, {"lr": 0.05}),
-    setting(
-        "sgd_momentum_zero",
-        "sgd",
-        {"learning_rate": 0.05, "momentum": 0.0},
-        SGD,
-        {"lr": 0.05, "momentum": 0.0},
-    ),
-    setting(
-        "sgd_momentum",
-        "sgd",
-        {"learning_rate": 0.02, "momentum": 0.9},
-        SGD,
-        {"lr": 0.02, "momentum": 0.9},
-    ),
+    setting("sgd_plain", "sgd", {"learning_rate": 0.05}, SGD),
+    setting("sgd_momentum_zero", "sgd", {"learning_rate": 0.05, "momentum": 0.0}, SGD),
+    setting("sgd_momentum", "sgd", {"learning_rate": 0.02, "momentum": 0.9}, SGD),
     setting(
         "sgd_momentum_dampening",
         "sgd",
         {"learning_rate": 0.02, "momentum": 0.9, "dampening": 0.5},
         SGD,
-        {"lr": 0.02, "momentum": 0.9, "dampening": 0.5},
     ),
-    setting(
-        "sgd_nesterov",
-        "sgd",
-        {"learning_rate": 0.02, "momentum": 0.9, "nesterov": True},
-        SGD,
-        {"lr": 0.02, "momentum": 0.9, "nesterov": True},
-    ),
-    setting(
-        "sgd_weight_decay",
-        "sgd",
-        {"learning_rate": 0.05, "weight_decay": 0.1},
-        SGD,
-        {"lr": 0.05, "weight_decay": 0.1},
-    ),
+    setting("sgd_nesterov", "sgd", {"learning_rate": 0.02, "momentum": 0.9, "nesterov": True}, SGD),
+    setting("sgd_weight_decay", "sgd", {"learning_rate": 0.05, "weight_decay": 0.1}, SGD),
     setting(
         "sgd_nesterov_weight_decay",
         "sgd",
         {"learning_rate": 0.02, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
         SGD,
-        {"lr": 0.02, "momentum": 0.8, "nesterov": True, "weight_decay": 0.05},
     ),
     setting(
-        "sgd_momentum_steplr",
-        "sgd",
-        {"momentum": 0.9},
-        SGD,
-        {"momentum": 0.9},
-        schedule=step_decay(0.03, 50, 0.5),
+        "sgd_momentum_steplr", "sgd", {"momentum": 0.9}, SGD, schedule=step_decay(0.03, 50, 0.5)
     ),
     # Adagrad
-    setting("adagrad_default", "adagrad", {}, ADAGRAD, {}),
+    setting("adagrad_default", "adagrad", {}, ADAGRAD),
+    setting("adagrad_lr_decay", "adagrad", {"learning_rate": 0.1, "lr_decay": 0.01}, ADAGRAD),
     setting(
-        "adagrad_lr_decay",
-        "adagrad",
-        {"learning_rate": 0.1, "lr_decay": 0.01},
-        ADAGRAD,
-        {"lr": 0.1, "lr_decay": 0.01},
-    ),
-    setting(
-        "adagrad_weight_decay",
-        "adagrad",
-        {"learning_rate": 0.1, "weight_decay": 0.1},
-        ADAGRAD,
-        {"lr": 0.1, "weight_decay": 0.1},
+        "adagrad_weight_decay", "adagrad", {"learning_rate": 0.1, "weight_decay": 0.1}, ADAGRAD
     ),
     setting(
         "adagrad_initial_accumulator",
         "adagrad",
         {"learning_rate": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6},
         ADAGRAD,
-        {"lr": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-6},
     ),
-    setting(
-        "adagrad_large_eps",
-        "adagrad",
-        {"learning_rate": 0.1, "eps": 0.1},
-        ADAGRAD,
-        {"lr": 0.1, "eps": 0.1},
-    ),
+    setting("adagrad_large_eps", "adagrad", {"learning_rate": 0.1, "eps": 0.1}, ADAGRAD),
     # RMSprop
-    setting("rmsprop_default", "rmsprop", {}, RMSPROP, {}),
+    setting("rmsprop_default", "rmsprop", {}, RMSPROP),
     setting(
         "rmsprop_momentum",
         "rmsprop",
         {"learning_rate": 2e-3, "momentum": 0.9, "decay": 0.95},
         RMSPROP,
-        {"lr": 2e-3, "momentum": 0.9, "alpha": 0.95},
     ),
     setting(
         "rmsprop_centered",
         "rmsprop",
         {"learning_rate": 5e-3, "centered": True, "eps": 1e-6},
         RMSPROP,
-        {"lr": 5e-3, "centered": True, "eps": 1e-6},
     ),
     setting(
         "rmsprop_centered_large_eps",
         "rmsprop",
         {"learning_rate": 5e-3, "centered": True, "eps": 0.05},
         RMSPROP,
-        {"lr": 5e-3, "centered": True, "eps": 0.05},
     ),
     setting(
         "rmsprop_centered_momentum_weight_decay",
         "rmsprop",
         {"learning_rate": 2e-3, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
         RMSPROP,
-        {"lr": 2e-3, "momentum": 0.9, "centered": True, "weight_decay": 0.1},
     ),
     setting(
         "rmsprop_momentum_exponentiallr",
         "rmsprop",
         {"momentum": 0.9},
         RMSPROP,
-        {"momentum": 0.9},
         schedule=exponential(3e-3, 0.99),
     ),
     # Adadelta
-    setting("adadelta_default", "adadelta", {}, ADADELTA, {}),
+    setting("adadelta_default", "adadelta", {}, ADADELTA),
     setting(
         "adadelta_lr_weight_decay",
         "adadelta",
         {"learning_rate": 2.0, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.1},
         ADADELTA,
-        {"lr": 2.0, "rho": 0.95, "eps": 1e-5, "weight_decay": 0.1},
     ),
-    setting(
-        "adadelta_large_eps",
-        "adadelta",
-        {"eps": 1e-3},
-        ADADELTA,
-        {"eps": 1e-3},
-    ),
+    setting("adadelta_large_eps", "adadelta", {"eps": 1e-3}, ADADELTA),
     # Adam
-    setting("adam_default", "adam", {}, ADAM, {}),
+    setting("adam_default", "adam", {}, ADAM),
     setting(
-        "adam_tuned",
-        "adam",
-        {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6},
-        ADAM,
-        {"lr": 1e-2, "betas": (0.8, 0.99), "eps": 1e-6},
+        "adam_tuned", "adam", {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99, "eps": 1e-6}, ADAM
     ),
+    setting("adam_weight_decay", "adam", {"learning_rate": 1e-2, "weight_decay": 0.1}, ADAM),
+    setting("adam_amsgrad", "adam", {"learning_rate": 1e-2, "amsgrad": True}, ADAM),
+    setting("adam_large_eps", "adam", {"learning_rate": 1e-2, "eps": 0.05}, ADAM),
     setting(
-        "adam_weight_decay",
-        "adam",
-        {"learning_rate": 1e-2, "weight_decay": 0.1},
-        ADAM,
-        {"lr": 1e-2, "weight_decay": 0.1},
-    ),
-    setting(
-        "adam_amsgrad",
-        "adam",
-        {"learning_rate": 1e-2, "amsgrad": True},
-        ADAM,
-        {"lr": 1e-2, "amsgrad": True},
-    ),
-    setting(
-        "adam_large_eps",
-        "adam",
-        {"learning_rate": 1e-2, "eps": 0.05},
-        ADAM,
-        {"lr": 1e-2, "eps": 0.05},
-    ),
-    setting(
-        "adam_warmup_cosine",
-        "adam",
-        {},
-        ADAM,
-        {},
-        schedule=warmup_cosine(1e-3, 2e-2, 20, 200, 1e-3),
+        "adam_warmup_cosine", "adam", {}, ADAM, schedule=warmup_cosine(1e-3, 2e-2, 20, 200, 1e-3)
     ),
     # AdamW
-    setting("adamw_default", "adamw", {}, ADAMW, {}),
-    setting(
-        "adamw_weight_decay",
-        "adamw",
-        {"learning_rate": 1e-2, "weight_decay": 0.1},
-        ADAMW,
-        {"lr": 1e-2, "weight_decay": 0.1},
-    ),
+    setting("adamw_default", "adamw", {}, ADAMW),
+    setting("adamw_weight_decay", "adamw", {"learning_rate": 1e-2, "weight_decay": 0.1}, ADAMW),
     setting(
         "adamw_amsgrad",
         "adamw",
         {"learning_rate": 1e-2, "weight_decay": 0.1, "amsgrad": True},
         ADAMW,
-        {"lr": 1e-2, "weight_decay": 0.1, "amsgrad": True},
     ),
     setting(
-        "adamw_steplr",
-        "adamw",
-        {"weight_decay": 0.2},
-        ADAMW,
-        {"weight_decay": 0.2},
-        schedule=step_decay(1e-2, 40, 0.6),
+        "adamw_steplr", "adamw", {"weight_decay": 0.2}, ADAMW, schedule=step_decay(1e-2, 40, 0.6)
     ),
     # NAdam
-    setting("nadam_default", "nadam", {}, NADAM, {}),
-    setting(
-        "nadam_weight_decay",
-        "nadam",
-        {"learning_rate": 1e-2, "weight_decay": 0.1},
-        NADAM,
-        {"lr": 1e-2, "weight_decay": 0.1},
-    ),
+    setting("nadam_default", "nadam", {}, NADAM),
+    setting("nadam_weight_decay", "nadam", {"learning_rate": 1e-2, "weight_decay": 0.1}, NADAM),
     setting(
         "nadam_decoupled_weight_decay",
         "nadam",
         {"learning_rate": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
         NADAM,
-        {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
     ),
     setting(
         "nadam_momentum_decay",
@@ -420,35 +343,16 @@ SETTINGS = [
         NADAM,
         {"lr": 5e-3, "betas": (0.95, 0.999), "momentum_decay": 1e-2},
     ),
-    setting(
-        "nadam_large_eps",
-        "nadam",
-        {"learning_rate": 1e-2, "eps": 0.05},
-        NADAM,
-        {"lr": 1e-2, "eps": 0.05},
-    ),
+    setting("nadam_large_eps", "nadam", {"learning_rate": 1e-2, "eps": 0.05}, NADAM),
     # RAdam
-    setting("radam_default", "radam", {}, RADAM, {}),
-    setting(
-        "radam_tuned",
-        "radam",
-        {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99},
-        RADAM,
-        {"lr": 1e-2, "betas": (0.8, 0.99)},
-    ),
-    setting(
-        "radam_weight_decay",
-        "radam",
-        {"learning_rate": 1e-2, "weight_decay": 0.1},
-        RADAM,
-        {"lr": 1e-2, "weight_decay": 0.1},
-    ),
+    setting("radam_default", "radam", {}, RADAM),
+    setting("radam_tuned", "radam", {"learning_rate": 1e-2, "b1": 0.8, "b2": 0.99}, RADAM),
+    setting("radam_weight_decay", "radam", {"learning_rate": 1e-2, "weight_decay": 0.1}, RADAM),
     setting(
         "radam_decoupled_weight_decay",
         "radam",
         {"learning_rate": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
         RADAM,
-        {"lr": 1e-2, "weight_decay": 0.1, "decoupled_weight_decay": True},
     ),
     setting(
         "radam_large_eps",
@@ -457,60 +361,21 @@ SETTINGS = [
         RADAM,
         {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 0.05},
     ),
-    setting(
-        "radam_exponentiallr",
-        "radam",
-        {},
-        RADAM,
-        {},
-        schedule=exponential(1e-2, 0.995),
-    ),
+    setting("radam_exponentiallr", "radam", {}, RADAM, schedule=exponential(1e-2, 0.995)),
     # Lion
-    setting("lion_default", "lion", {}, LION, {}),
-    setting(
-        "lion_tuned",
-        "lion",
-        {"learning_rate": 2e-3, "b1": 0.95, "b2": 0.98},
-        LION,
-        {"lr": 2e-3, "betas": (0.95, 0.98)},
-    ),
-    setting(
-        "lion_weight_decay",
-        "lion",
-        {"learning_rate": 2e-3, "weight_decay": 1.0},
-        LION,
-        {"lr": 2e-3, "weight_decay": 1.0},
-    ),
-    setting(
-        "lion_steplr",
-        "lion",
-        {},
-        LION,
-        {},
-        schedule=step_decay(2e-3, 60, 0.5),
-    ),
+    setting("lion_default", "lion", {}, LION),
+    setting("lion_tuned", "lion", {"learning_rate": 2e-3, "b1": 0.95, "b2": 0.98}, LION),
+    setting("lion_weight_decay", "lion", {"learning_rate": 2e-3, "weight_decay": 1.0}, LION),
+    setting("lion_steplr", "lion", {}, LION, schedule=step_decay(2e-3, 60, 0.5)),
     # Ranger 2020.9.4 at weight_decay=0; torch layout, hence gc_output_axis=0.
-    setting("ranger_default", "ranger", {"gc_output_axis": 0}, RANGER, {}),
-    setting(
-        "ranger_tuned",
-        "ranger",
-        {"learning_rate": 3e-2, "gc_output_axis": 0},
-        RANGER,
-        {"lr": 3e-2},
-    ),
-    setting(
-        "ranger_no_gc",
-        "ranger",
-        {"learning_rate": 3e-2, "use_gc": False},
-        RANGER,
-        {"lr": 3e-2, "use_gc": False},
-    ),
+    setting("ranger_default", "ranger", {"gc_output_axis": 0}, RANGER),
+    setting("ranger_tuned", "ranger", {"learning_rate": 3e-2, "gc_output_axis": 0}, RANGER),
+    setting("ranger_no_gc", "ranger", {"learning_rate": 3e-2, "use_gc": False}, RANGER),
     setting(
         "ranger_gc_conv_only",
         "ranger",
         {"learning_rate": 3e-2, "gc_output_axis": 0, "gc_conv_only": True},
         RANGER,
-        {"lr": 3e-2, "gc_conv_only": True},
     ),
     setting(
         "ranger_lookahead_options",
@@ -525,31 +390,21 @@ SETTINGS = [
             "gc_output_axis": 0,
         },
         RANGER,
-        {"lr": 1e-2, "betas": (0.9, 0.99), "eps": 1e-6, "k": 5, "alpha": 0.8},
     ),
     setting(
         "ranger_large_eps",
         "ranger",
         {"learning_rate": 3e-2, "eps": 0.05, "gc_output_axis": 0},
         RANGER,
-        {"lr": 3e-2, "eps": 0.05},
     ),
     # The same torch run, but lookax gets the tree in Flax layout (output axis last) with the
     # default gc_output_axis=-1; the test transposes kernel and matrix both ways.
-    setting(
-        "ranger_flax_layout",
-        "ranger",
-        {"learning_rate": 3e-2},
-        RANGER,
-        {"lr": 3e-2},
-        layout="flax",
-    ),
+    setting("ranger_flax_layout", "ranger", {"learning_rate": 3e-2}, RANGER, layout="flax"),
     setting(
         "ranger_warmup_cosine",
         "ranger",
         {"gc_output_axis": 0},
         RANGER,
-        {},
         schedule=warmup_cosine(1e-3, 1e-2, 20, 200, 1e-4),
     ),
 ]
