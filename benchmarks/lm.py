@@ -98,24 +98,18 @@ the curves, the command and its wall time, the caveats), ``lm_curves.png`` and
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 
-_DEVICE_FLAG = "--xla_force_host_platform_device_count"
-_FAST_COMPILE_FLAG = "--xla_backend_optimization_level"
+# The shared modules beside this file, also when a test loads it by path.
+HERE = pathlib.Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
-
-def _set_xla_flags(argv: list[str]) -> None:
-    """4 host CPU devices for the shard_map compiles; ``--quick`` compiles at LLVM -O0."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _DEVICE_FLAG not in flags:
-        flags = f"{flags} {_DEVICE_FLAG}=4".strip()
-    if "--quick" in argv and _FAST_COMPILE_FLAG not in flags:
-        flags += f" {_FAST_COMPILE_FLAG}=0"
-    os.environ["XLA_FLAGS"] = flags
-
+from _xla_flags import set_xla_flags  # noqa: E402
 
 if __name__ == "__main__":  # before jax is imported; importing this file changes nothing
-    _set_xla_flags(sys.argv[1:])
+    set_xla_flags(sys.argv[1:])
 
 import argparse  # noqa: E402
 import concurrent.futures  # noqa: E402
@@ -124,15 +118,12 @@ import functools  # noqa: E402
 import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import pathlib  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
 import sysconfig  # noqa: E402
 import time  # noqa: E402
 import zlib  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
 import flax.linen as nn  # noqa: E402
@@ -140,13 +131,19 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from jax.sharding import Mesh, NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+from _measure import (  # noqa: E402
+    AllReduces,
+    all_reduces,
+    argument_parser,
+    command_line,
+    lower_replica_step,
+    mean_and_se,
+    mean_pm_std,
+)
 from tqdm import tqdm  # noqa: E402
 
 import lookax  # noqa: E402
 
-HERE = pathlib.Path(__file__).resolve().parent
 AXIS = "replica"
 REPLICAS = 4
 WEIGHT_DECAY = 0.1  # AdamW's, on the matrices only
@@ -451,48 +448,6 @@ def expected_rows(quick: bool = False, keys: Sequence[str] | None = None) -> lis
 
 
 # ----------------------------------------------------------------------------
-# Replicas: in_axes trees, stacking.
-# ----------------------------------------------------------------------------
-
-
-def state_axes(opt_state: Any) -> Any:
-    """``in_axes`` of a state with a leading axis: 0 but None for Lookahead's counters.
-
-    ``lookax.replica_axes`` where the installed lookax has it, else the same by hand.
-    """
-    if hasattr(lookax, "replica_axes"):
-        return lookax.replica_axes(opt_state)
-
-    def axes(node: Any) -> Any:
-        if isinstance(node, lookax.LookaheadState):
-            return jax.tree.map(lambda _: 0, node)._replace(count=None, phase=None)
-        return jax.tree.map(lambda _: 0, node)
-
-    is_state = lambda n: isinstance(n, lookax.LookaheadState)  # noqa: E731
-    return jax.tree.map(axes, opt_state, is_leaf=is_state)
-
-
-def _map_axes(fn: Callable, axes: Any, *trees: Any) -> Any:
-    """``fn(axis, leaf, ...)`` over ``axes`` (0 or None) and the trees it is a prefix of."""
-    return jax.tree.map(fn, axes, *trees, is_leaf=lambda x: x is None)
-
-
-def stack_state(opt_state: Any, replicas: int) -> Any:
-    """Identical replicas of a state (``lookax.stack_replicas`` where installed)."""
-    if hasattr(lookax, "stack_replicas"):
-        return lookax.stack_replicas(opt_state, replicas)
-    return _map_axes(
-        lambda ax, x: x if ax is None else jnp.broadcast_to(x, (replicas, *jnp.shape(x))),
-        state_axes(opt_state),
-        opt_state,
-    )
-
-
-def stack_params(params: Any, replicas: int) -> Any:
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (replicas, *x.shape)), params)
-
-
-# ----------------------------------------------------------------------------
 # Training: every run of a row vmapped in one compiled program.
 # ----------------------------------------------------------------------------
 
@@ -525,7 +480,7 @@ def abstract_state_axes(row: RowSpec, model: ByteLM) -> Any:
     """The in_axes tree of one run's (replica-stacked) optimizer state."""
     params = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
     state = jax.eval_shape(row.build(1e-3).init, params)
-    return state_axes(state)
+    return lookax.replica_axes(state)
 
 
 @dataclass
@@ -544,7 +499,7 @@ def make_programs(row: RowSpec, model: ByteLM) -> Programs:
     def init_run(lr: jax.Array, params: Any) -> tuple[Any, Any]:
         state = row.build(lr).init(params)
         if replicas > 1:
-            return stack_params(params, replicas), stack_state(state, replicas)
+            return lookax.stack_replicas(params, replicas), lookax.stack_replicas(state, replicas)
         return params, state
 
     def chunk_run(lr: jax.Array, params: Any, state: Any, tokens: jax.Array) -> tuple:
@@ -707,144 +662,16 @@ def run_row(
 # Bytes all-reduced per step, from the HLO of one replica's step under shard_map.
 # ----------------------------------------------------------------------------
 
-_DTYPE_BYTES = {
-    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-    "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
-}  # fmt: skip
-_INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+([a-z][\w\-]*)\(")
-_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-
-
-def _type_bytes(hlo_type: str) -> int:
-    """Bytes of an HLO type: ``f32[5,1,32]{2,1,0}`` or a tuple of such."""
-    total = 0
-    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", hlo_type):
-        if dtype in _DTYPE_BYTES:
-            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-    return total
-
-
-@dataclass
-class AllReduces:
-    outside: int = 0  # bytes all-reduced outside any conditional: every step
-    branches: list[int] = field(default_factory=list)  # bytes in each conditional branch
-    count_outside: int = 0
-    count_inside: int = 0
-
-    def per_step(self, period: int | None) -> float:
-        """Total bytes per step: a sync branch runs once every ``period`` steps."""
-        inside = sum(self.branches)
-        if inside and not period:
-            raise ValueError("all-reduces inside a conditional, but no sync period")
-        return self.outside + (inside / period if inside else 0.0)
-
-    @property
-    def peak(self) -> int:
-        """The most bytes in one step: outside, plus the largest branch."""
-        return self.outside + max(self.branches, default=0)
-
-
-def _computations(hlo_text: str) -> tuple[str, dict[str, list[str]]]:
-    computations: dict[str, list[str]] = {}
-    entry, current = None, None
-    for line in hlo_text.splitlines():
-        header = _HEADER.match(line)
-        if header and not line.startswith(" "):
-            current = header.group(1)
-            computations[current] = []
-            if line.startswith("ENTRY"):
-                entry = current
-        elif line.startswith("}"):
-            current = None
-        elif current is not None:
-            computations[current].append(line)
-    if entry is None:
-        raise ValueError("no ENTRY computation in the HLO text")
-    return entry, computations
-
-
-def all_reduces(hlo_text: str) -> AllReduces:
-    """Every ``all-reduce`` reachable from the entry, each branch of a conditional apart."""
-    entry, computations = _computations(hlo_text)
-    found = AllReduces()
-
-    def walk(name: str, in_branch: bool, depth: int = 0) -> int:
-        """Bytes all-reduced by one call of ``name``, nested branches included."""
-        if depth > 64:
-            raise ValueError(f"HLO call graph too deep at {name}")
-        total = 0
-        for line in computations.get(name, []):
-            match = _INSTRUCTION.match(line)
-            if not match:
-                continue
-            hlo_type, opcode = match.groups()
-            if opcode in ("all-reduce", "all-reduce-start"):
-                size = _type_bytes(re.sub(r"/\*.*?\*/", "", hlo_type))
-                total += size
-                if in_branch:
-                    found.count_inside += 1
-                else:
-                    found.outside += size
-                    found.count_outside += 1
-            if opcode == "conditional":
-                branches = re.search(r"branch_computations=\{([^}]*)\}", line)
-                names = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
-                names += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", line)
-                for branch in names:
-                    size = walk(branch, True, depth + 1)
-                    total += size
-                    if not in_branch:
-                        found.branches.append(size)
-            else:
-                for callee in re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line):
-                    total += walk(callee, in_branch, depth + 1)
-        return total
-
-    walk(entry, False)
-    return found
-
 
 def step_hlo(row: RowSpec, model: ByteLM, settings: Settings) -> tuple[str, str]:
     """The lowered and the compiled HLO of one step of ``row`` on a 4-device CPU mesh."""
-    cpus = jax.devices("cpu")
-    if len(cpus) < row.replicas:
-        raise RuntimeError(
-            f"need {row.replicas} CPU devices for the shard_map compile, have {len(cpus)}: run "
-            f"this script as a program (it sets XLA_FLAGS={_DEVICE_FLAG}=4 before importing jax)"
-        )
-    mesh = Mesh(np.asarray(cpus[: row.replicas]), (AXIS,))
     tx = row.build(row.grid[1])
-    step = make_step(tx, model, row.average_grads)
     params = jax.eval_shape(functools.partial(init_params, model), jax.random.key(0))
     opt_state = jax.eval_shape(tx.init, params)
-    axes = state_axes(opt_state)
-    specs = _map_axes(
-        lambda ax, leaf: None if leaf is None else P() if ax is None else P(AXIS), axes, opt_state
-    )
-    squeeze = lambda t, ax: _map_axes(lambda a, x: x if a is None else x[0], ax, t)  # noqa: E731
-    expand = lambda t, ax: _map_axes(lambda a, x: x if a is None else x[None], ax, t)  # noqa: E731
-    param_axes = jax.tree.map(lambda _: 0, params)
-
-    def local(params: Any, opt_state: Any, tokens: jax.Array) -> tuple:
-        params, opt_state, loss = step(
-            squeeze(params, param_axes), squeeze(opt_state, axes), tokens[0]
-        )
-        return expand(params, param_axes), expand(opt_state, axes), loss[None]
-
-    def abstract(leaf: Any, spec: P) -> jax.ShapeDtypeStruct:
-        shape = leaf.shape if spec == P() else (row.replicas, *leaf.shape)
-        return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=NamedSharding(mesh, spec))
-
-    per_replica = (settings.batch // row.replicas, settings.context + 1)
-    args = (
-        jax.tree.map(lambda leaf: abstract(leaf, P(AXIS)), params),
-        jax.tree.map(abstract, opt_state, specs),
-        abstract(jax.ShapeDtypeStruct(per_replica, jnp.int32), P(AXIS)),
-    )
-    sharded = jax.shard_map(
-        local, mesh=mesh, in_specs=(P(AXIS), specs, P(AXIS)), out_specs=(P(AXIS), specs, P(AXIS))
-    )
-    lowered = jax.jit(sharded).lower(*args)
+    tokens = (settings.batch // row.replicas, settings.context + 1)
+    batch = (jax.ShapeDtypeStruct(tokens, jnp.int32),)
+    step = make_step(tx, model, row.average_grads)
+    lowered = lower_replica_step(step, params, opt_state, batch, row.replicas, AXIS)
     return lowered.as_text(dialect="hlo"), lowered.compile().as_text()
 
 
@@ -873,15 +700,12 @@ def reported_bytes(result: RowResult) -> AllReduces | None:
 
 
 def _pm(values: np.ndarray) -> str:
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.4f} ± {std:.4f}"
+    return mean_pm_std(values, 4)
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of the per-seed difference a - b (nan se with one seed)."""
-    diff = a - b
-    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return float(diff.mean()), float(se)
+    return mean_and_se(a - b)
 
 
 def reference(result: RowResult, results: Sequence[RowResult]) -> RowResult | None:
@@ -1130,11 +954,7 @@ def markdown(
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/lm.py",
-        description=(__doc__ or "").split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argument_parser("lm.py", __doc__)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1192,8 +1012,7 @@ def select_rows(args: argparse.Namespace, settings: Settings) -> tuple[list[RowS
 
 
 def _command(argv: Sequence[str] | None) -> str:
-    shown = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "benchmarks/lm.py", *shown])
+    command = command_line("lm.py", argv)
     niceness = os.nice(0)
     return f"nice -n {niceness} {command}" if niceness else command
 

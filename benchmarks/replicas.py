@@ -9,7 +9,7 @@ what it does. This script puts that claim to a small, fully reproducible test
 with ``lookax.diloco``:
 
 - data: MNIST-1D (Greydanus 2020), generated offline by ``mnist1d``'s
-  ``make_dataset()`` (``lookax._mnist1d.load_mnist1d``) with 25,000 sequences
+  ``make_dataset()`` (``lookax.mnist1d.load_mnist1d``) with 25,000 sequences
   instead of the default 5,000: 20,000 training sequences (the last 1,000 held
   out as a validation set, for the learning-rate choice) and 5,000 test
   sequences (the reported accuracy). With the default 4,000 training sequences
@@ -18,7 +18,7 @@ with ``lookax.diloco``:
   step, came within a point of it (a 2-seed pilot, 1000 steps: 89.0% against
   89.8% test accuracy): little left to compare. DiLoCo's setting, language-model
   pretraining, hardly repeats data;
-- model: the small 1-D CNN of ``lookax._mnist1d`` (8,010 float32 parameters);
+- model: the small 1-D CNN of ``lookax.mnist1d`` (``CNN1D``, 8,010 float32 parameters);
 - 4 replicas as a leading axis of the params and optimizer state, run by
   ``jax.vmap(..., axis_name="replica")`` on one CPU (Lookahead's counters
   unbatched, as in tests/test_outer_and_replicas.py);
@@ -97,22 +97,18 @@ from __future__ import annotations
 import os
 import sys
 
-# Set before jax is imported. The bytes are measured under shard_map on 4 host CPU devices.
-# --quick compiles with LLVM at -O0: its programs compile about twice as fast and run a few
-# times slower, which pays off over its 40 steps (and changes no result: the HLO, where the
-# all-reduces are counted, is optimized as usual).
-_DEVICE_FLAG = "--xla_force_host_platform_device_count"
-_FAST_COMPILE_FLAG = "--xla_backend_optimization_level"
-if _DEVICE_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_DEVICE_FLAG}=4".strip()
-if "--quick" in sys.argv[1:] and _FAST_COMPILE_FLAG not in os.environ["XLA_FLAGS"]:
-    os.environ["XLA_FLAGS"] += f" {_FAST_COMPILE_FLAG}=0"
+# The shared modules beside this file, also when a test or another benchmark loads it by path.
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+from _xla_flags import set_xla_flags  # noqa: E402
+
+set_xla_flags(sys.argv[1:])  # before jax is imported: 4 host CPU devices for the shard_map
 
 import argparse  # noqa: E402
 import concurrent.futures  # noqa: E402
 import math  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -122,13 +118,21 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from jax.sharding import Mesh, NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+from _measure import (  # noqa: E402
+    AllReduces,
+    all_reduces,
+    argument_parser,
+    command_line,
+    compile_and_run,
+    lower_replica_step,
+    mean_and_se,
+    mean_pm_std,
+    stablehlo_all_reduces,
+)
 
 import lookax  # noqa: E402
-from lookax import _mnist1d  # noqa: E402
+from lookax.mnist1d import CNN1D, Dataset, load_mnist1d  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 AXIS = "replica"
 REPLICAS = 4
 GLOBAL_BATCH = 128  # B; each of the 4 replicas gets B/4 = 32
@@ -136,6 +140,9 @@ VALIDATION_FRACTION = 20  # the last 1/20 of the training sequences: validation,
 WEIGHT_DECAY = 1e-2  # lookax.adamw's default (PyTorch's)
 SLOWMO_PERIOD = 12  # lookax.slowmo's default (fairscale's)
 LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5  # the Lookahead paper's default
+
+MODEL = CNN1D()  # lookax.mnist1d's 1-D CNN: 8,010 float32 parameters
+SEQUENCE_LENGTH = 40  # MNIST-1D's
 
 # Method kinds: (label, replicas, per-replica batch, gradients averaged every step).
 KINDS: dict[str, tuple[str, int, int, bool]] = {
@@ -200,6 +207,11 @@ class Method:
     @property
     def average_grads(self) -> bool:
         return KINDS[self.kind][3]
+
+    @property
+    def on_slow_weights(self) -> bool:
+        """Evaluated on its slow weights: the methods with an outer step."""
+        return self.kind in ("diloco", "slowmo", "lookahead")
 
 
 def methods(settings: Settings) -> list[Method]:
@@ -267,6 +279,32 @@ def make_tx(
 
 
 # ----------------------------------------------------------------------------
+# The model and the minibatch order. lookax.mnist1d exports the CNN and the data; the
+# helpers around them here are what a training loop of one's own needs.
+# ----------------------------------------------------------------------------
+
+
+def init_params(key: jax.Array) -> Any:
+    return MODEL.init(key, jnp.zeros((1, SEQUENCE_LENGTH), jnp.float32))
+
+
+def loss_and_accuracy(params: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    logits = MODEL.apply(params, x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (logits.argmax(-1) == y).mean()
+
+
+def batch_indices(rng: np.random.Generator, num_train: int, steps: int) -> np.ndarray:
+    """``[steps, GLOBAL_BATCH]`` training-sequence indices: a fresh permutation each epoch."""
+    per_epoch = num_train // GLOBAL_BATCH
+    epochs = -(-steps // per_epoch)
+    perms = np.stack(
+        [rng.permutation(num_train)[: per_epoch * GLOBAL_BATCH] for _ in range(epochs)]
+    )
+    return perms.reshape(epochs * per_epoch, GLOBAL_BATCH)[:steps].astype(np.int32)
+
+
+# ----------------------------------------------------------------------------
 # The per-replica training step, shared by the training runs (jax.vmap over the
 # replica axis) and the bytes measurement (jax.shard_map over a 4-device mesh).
 # ----------------------------------------------------------------------------
@@ -283,7 +321,7 @@ def make_step(
     """
 
     def batch_loss(params, x, y):
-        return _mnist1d.loss_and_accuracy(params, x, y)[0]
+        return loss_and_accuracy(params, x, y)[0]
 
     def step(params, opt_state, x, y, t=None):
         loss, grads = jax.value_and_grad(batch_loss)(params, x, y)
@@ -299,45 +337,14 @@ def make_step(
     return step
 
 
-def replica_axes(opt_state: Any) -> Any:
-    """``in_axes`` of a replicated state: 0 everywhere but Lookahead's two counters.
-
-    The counters are the same on every replica; left unbatched, the sync stays a
-    ``lax.cond`` (a batched predicate would turn it into a select).
-    """
-
-    def axes(node: Any) -> Any:
-        if isinstance(node, lookax.LookaheadState):
-            return jax.tree.map(lambda _: 0, node)._replace(count=None, phase=None)
-        return jax.tree.map(lambda _: 0, node)
-
-    return jax.tree.map(axes, opt_state, is_leaf=lambda n: isinstance(n, lookax.LookaheadState))
-
-
-def _map_axes(fn: Callable, axes: Any, *trees: Any) -> Any:
-    """``fn(axis, leaf, ...)`` over ``axes`` (0 or None) and trees it is a prefix of."""
-    return jax.tree.map(fn, axes, *trees, is_leaf=lambda x: x is None)
-
-
-def replicate(tree: Any, axes: Any, replicas: int) -> Any:
-    """Identical replicas: a leading axis of size ``replicas`` on every mapped leaf."""
-    return _map_axes(
-        lambda ax, leaf: (
-            leaf if ax is None else jnp.broadcast_to(leaf, (replicas, *jnp.shape(leaf)))
-        ),
-        axes,
-        tree,
-    )
-
-
-def eval_params(opt_state: Any, params: Any) -> Any:
+def eval_params(method: Method, opt_state: Any, params: Any) -> Any:
     """Replica 0's evaluation weights: the slow weights where there are some."""
-    if _mnist1d.has_lookahead(opt_state):
+    if method.on_slow_weights:
         params = lookax.slow_params(opt_state, params)
     return jax.tree.map(lambda x: x[0], params)
 
 
-def trained_on(data: _mnist1d.Dataset) -> int:
+def trained_on(data: Dataset) -> int:
     """How many training sequences are trained on; the rest (the last 1/20) validate."""
     return len(data.x_train) - len(data.x_train) // VALIDATION_FRACTION
 
@@ -356,19 +363,17 @@ def make_seeds(settings: Settings, num_train: int) -> Seeds:
     doubled their compile time), and shared by every method: runs are paired by seed.
     """
     keys = jnp.stack([jax.random.key(seed) for seed in range(settings.seeds)])
-    params = jax.jit(jax.vmap(_mnist1d.init_params))(keys)
+    params = jax.jit(jax.vmap(init_params))(keys)
     indices = np.stack(
         [
-            _mnist1d.host_batch_indices(
-                np.random.default_rng(seed), num_train, GLOBAL_BATCH, settings.steps
-            )
+            batch_indices(np.random.default_rng(seed), num_train, settings.steps)
             for seed in range(settings.seeds)
         ]
     )
     return Seeds(params, indices)
 
 
-def make_run(method: Method, data: _mnist1d.Dataset, settings: Settings) -> Callable:
+def make_run(method: Method, data: Dataset, settings: Settings) -> Callable:
     """``run(hparams, params, indices) -> metrics``: one training run (vmap it, jit it).
 
     ``hparams``: ``{"lr": ..., "period": ...}`` (the period may be traced: DiLoCo's H
@@ -386,10 +391,10 @@ def make_run(method: Method, data: _mnist1d.Dataset, settings: Settings) -> Call
     def run(hparams: dict[str, jax.Array], params: Any, indices: jax.Array) -> dict[str, Any]:
         tx = make_tx(method.kind, hparams["lr"], hparams.get("period"), method.options)
         one_state = tx.init(params)
-        axes = replica_axes(one_state)
+        axes = lookax.replica_axes(one_state)
         carry = (
-            replicate(params, jax.tree.map(lambda _: 0, params), replicas),
-            replicate(one_state, axes, replicas),
+            lookax.stack_replicas(params, replicas),
+            lookax.stack_replicas(one_state, replicas),
         )
         # Replica m takes shard m of each global batch; one replica alone takes shard 0,
         # what replica 0 of the four sees.
@@ -411,9 +416,9 @@ def make_run(method: Method, data: _mnist1d.Dataset, settings: Settings) -> Call
 
         xs = (indices, jnp.arange(steps))
         (params, opt_state), losses = jax.lax.scan(body, carry, xs)
-        final = eval_params(opt_state, params)
-        _, val_acc = _mnist1d.loss_and_accuracy(final, x_val, y_val)
-        test_loss, test_acc = _mnist1d.loss_and_accuracy(final, x_test, y_test)
+        final = eval_params(method, opt_state, params)
+        _, val_acc = loss_and_accuracy(final, x_val, y_val)
+        test_loss, test_acc = loss_and_accuracy(final, x_test, y_test)
         metrics = {
             "val_acc": val_acc,
             "test_acc": test_acc,
@@ -443,7 +448,7 @@ def train_group(
     method: Method,
     rows: list[tuple[int | None, float]],
     settings: Settings,
-    data: _mnist1d.Dataset,
+    data: Dataset,
     seeds: Seeds,
 ) -> Results:
     """Every (period, learning rate) of ``rows`` and every seed, in one compiled program.
@@ -462,12 +467,7 @@ def train_group(
         run = lambda h, p, i: inner_run({**h, "period": period}, p, i)  # noqa: E731
     batched = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0, 0)), in_axes=(0, None, None)))
     args = (hparams, seeds.params, jnp.asarray(seeds.indices))
-    start = time.perf_counter()
-    compiled = batched.lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    metrics = jax.device_get(jax.block_until_ready(compiled(*args)))
-    run_s = time.perf_counter() - start
+    metrics, compile_s, run_s = compile_and_run(batched, *args)
     periods = len(dict.fromkeys(p for p, _ in rows))
     print(
         f"  {method.label:>17s}: {periods} H, {len(rows)} (H, lr) x {settings.seeds} seeds, "
@@ -486,213 +486,21 @@ def train_group(
 # Bytes all-reduced per step, from the compiled HLO.
 # ----------------------------------------------------------------------------
 
-_DTYPE_BYTES = {
-    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-    "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
-}  # fmt: skip
-_INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+([a-z][\w\-]*)\(")
-_HEADER = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
-
-
-def _type_bytes(hlo_type: str) -> int:
-    """Bytes of an HLO type: ``f32[5,1,32]{2,1,0}`` or a tuple of such."""
-    total = 0
-    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", hlo_type):
-        if dtype in _DTYPE_BYTES:
-            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-    return total
-
-
-@dataclass
-class AllReduces:
-    outside: int  # bytes all-reduced outside any conditional, every step
-    inside: int  # bytes all-reduced inside conditional branches (a sync)
-    count_outside: int
-    count_inside: int
-    # The most one outermost conditional all-reduces when it runs (its heaviest branch,
-    # nested conditionals at their heaviest): one sync; Streaming DiLoCo's fragments
-    # each have their own conditional, which run at different steps.
-    peak_inside: int = 0
-
-    def peak(self) -> int:
-        """The most bytes all-reduced at any one step: every step's, plus one sync's."""
-        return self.outside + self.peak_inside
-
-    def per_step(self, period: int | None) -> float:
-        """Bytes per step: the branch runs once every ``period`` steps."""
-        if self.inside and not period:
-            raise ValueError("all-reduces inside a conditional, but no sync period")
-        return self.outside + (self.inside / period if self.inside else 0.0)
-
-
-def all_reduces(hlo_text: str) -> AllReduces:
-    """Every ``all-reduce`` reachable from the entry computation, in or out of a branch."""
-    computations: dict[str, list[str]] = {}
-    entry, current = None, None
-    for line in hlo_text.splitlines():
-        header = _HEADER.match(line)
-        if header and not line.startswith(" "):
-            current = header.group(1)
-            computations[current] = []
-            if line.startswith("ENTRY"):
-                entry = current
-        elif line.startswith("}"):
-            current = None
-        elif current is not None:
-            computations[current].append(line)
-    if entry is None:
-        raise ValueError("no ENTRY computation in the HLO text")
-    found = AllReduces(0, 0, 0, 0)
-
-    def walk(name: str, in_branch: bool, depth: int = 0) -> int:
-        """Counts ``name``'s all-reduces; returns the most one run of it all-reduces."""
-        if depth > 64:
-            raise ValueError(f"HLO call graph too deep at {name}")
-        most = 0
-        for line in computations.get(name, []):
-            match = _INSTRUCTION.match(line)
-            if not match:
-                continue
-            hlo_type, opcode = match.groups()
-            if opcode in ("all-reduce", "all-reduce-start"):
-                size = _type_bytes(re.sub(r"/\*.*?\*/", "", hlo_type))
-                most += size
-                if in_branch:
-                    found.inside += size
-                    found.count_inside += 1
-                else:
-                    found.outside += size
-                    found.count_outside += 1
-            if opcode == "conditional":
-                branches = re.search(r"branch_computations=\{([^}]*)\}", line)
-                names = re.findall(r"%?([\w.\-]+)", branches.group(1)) if branches else []
-                names += re.findall(r"(?:true|false)_computation=%?([\w.\-]+)", line)
-                heaviest = max((walk(branch, True, depth + 1) for branch in names), default=0)
-                most += heaviest
-                if not in_branch:
-                    found.peak_inside = max(found.peak_inside, heaviest)
-            else:
-                for callee in re.findall(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", line):
-                    most += walk(callee, in_branch, depth + 1)
-        return most
-
-    walk(entry, False)
-    return found
-
-
-_MLIR_BYTES = {
-    "i1": 1, "i8": 1, "ui8": 1, "i16": 2, "ui16": 2, "f16": 2, "bf16": 2, "i32": 4, "ui32": 4,
-    "f32": 4, "i64": 8, "ui64": 8, "f64": 8, "f8E4M3FN": 1, "f8E5M2": 1,
-}  # fmt: skip
-
-
-def _tensor_bytes(types: str) -> int:
-    """Bytes of MLIR tensor types: ``tensor<3x32x32xbf16>``, ``tensor<i32>``, ..."""
-    total = 0
-    for dims, dtype in re.findall(r"tensor<((?:\d+x)*)(\w+)>", types):
-        total += _MLIR_BYTES[dtype] * math.prod(int(d) for d in dims.split("x") if d)
-    return total
-
-
-def lowered_all_reduces(mlir_text: str) -> AllReduces:
-    """Every ``stablehlo.all_reduce`` of a lowered module, in or out of a ``stablehlo.case``.
-
-    The lowered form keeps the all-reduce dtype the program asks for (XLA:CPU's
-    compiler widens a bf16 all-reduce to f32). Ops with regions open with ``({``,
-    separate regions with ``}, {`` and close with ``}) : (operand types) -> ...``.
-    """
-    found = AllReduces(0, 0, 0, 0)
-    stack: list[list[Any]] = []  # open ops with regions: [op name, bytes per region]
-    function = None
-    for line in mlir_text.splitlines():
-        text = line.strip()
-        header = re.match(r"func\.func \w+ @([\w.\-]+)\(", text)
-        if header:
-            function = header.group(1)
-        if "stablehlo.all_reduce" in text and function != "main":
-            raise ValueError(f"an all_reduce outside @main (in @{function}): not counted")
-        if text.endswith("({"):
-            op = re.search(r'"?(stablehlo\.\w+)"?\(', text)
-            stack.append([op.group(1) if op else "?", [0]])
-        elif text.startswith("}, {") and stack:
-            stack[-1][1].append(0)
-        elif text.startswith("})") and stack:
-            op, regions = stack.pop()
-            cases = [entry for entry in stack if entry[0] == "stablehlo.case"]
-            if op == "stablehlo.all_reduce":
-                operands = text.split(":", 1)[1].split("->", 1)[0]
-                size = _tensor_bytes(operands)
-                if cases:
-                    found.inside, found.count_inside = found.inside + size, found.count_inside + 1
-                    cases[-1][1][-1] += size
-                else:
-                    found.outside += size
-                    found.count_outside += 1
-            elif op == "stablehlo.case":
-                if cases:  # nested: the enclosing branch counts this one at its heaviest
-                    cases[-1][1][-1] += max(regions)
-                else:
-                    found.peak_inside = max(found.peak_inside, max(regions))
-    if stack:
-        raise ValueError(f"unbalanced regions in the lowered module: {stack[-1][0]} left open")
-    return found
-
 
 def step_hlo(method: Method, learning_rate: float) -> tuple[str, str]:
     """The lowered StableHLO and compiled HLO of one step of ``method`` under ``jax.shard_map``.
 
-    One device per replica (4 for DiLoCo and data parallel, 1 otherwise), the
-    replica axis the mesh axis; Lookahead's counters replicated, everything else
-    split over the replicas.
+    One device per replica (4 for DiLoCo and data parallel, 1 otherwise).
     """
-    cpus = jax.devices("cpu")
-    if len(cpus) < method.replicas:
-        raise RuntimeError(
-            f"need {method.replicas} CPU devices for the shard_map compile, have {len(cpus)}: "
-            f"run this script in a fresh process (it sets XLA_FLAGS={_DEVICE_FLAG}=4 before "
-            "importing jax)"
-        )
-    mesh = Mesh(np.asarray(cpus[: method.replicas]), (AXIS,))
     tx = make_tx(method.kind, learning_rate, method.period, method.options)
+    params = jax.eval_shape(init_params, jax.random.key(0))
+    batch = (
+        jax.ShapeDtypeStruct((method.batch, SEQUENCE_LENGTH), jnp.float32),
+        jax.ShapeDtypeStruct((method.batch,), jnp.int32),
+    )
     step = make_step(tx, method.average_grads)
-    params = jax.eval_shape(_mnist1d.init_params, jax.random.key(0))
     opt_state = jax.eval_shape(tx.init, params)
-    axes = replica_axes(opt_state)
-    param_axes = jax.tree.map(lambda _: 0, params)
-    specs = _map_axes(  # None stays None where the state itself holds None
-        lambda ax, leaf: None if leaf is None else P() if ax is None else P(AXIS), axes, opt_state
-    )
-
-    def local(params, opt_state, x, y):
-        squeeze = lambda tree, ax: _map_axes(  # noqa: E731
-            lambda a, leaf: leaf if a is None else leaf[0], ax, tree
-        )
-        params, opt_state, loss = step(
-            squeeze(params, param_axes), squeeze(opt_state, axes), x[0], y[0]
-        )
-        expand = lambda tree, ax: _map_axes(  # noqa: E731
-            lambda a, leaf: leaf if a is None else leaf[None], ax, tree
-        )
-        return expand(params, param_axes), expand(opt_state, axes), loss[None]
-
-    def abstract(leaf: Any, spec: P) -> jax.ShapeDtypeStruct:
-        shape = leaf.shape if spec == P() else (method.replicas, *leaf.shape)
-        return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=NamedSharding(mesh, spec))
-
-    length = 40  # MNIST-1D's sequence length
-    args = (
-        jax.tree.map(lambda leaf: abstract(leaf, P(AXIS)), params),
-        jax.tree.map(abstract, opt_state, specs),
-        abstract(jax.ShapeDtypeStruct((method.batch, length), jnp.float32), P(AXIS)),
-        abstract(jax.ShapeDtypeStruct((method.batch,), jnp.int32), P(AXIS)),
-    )
-    sharded = jax.shard_map(
-        local,
-        mesh=mesh,
-        in_specs=(P(AXIS), specs, P(AXIS), P(AXIS)),
-        out_specs=(P(AXIS), specs, P(AXIS)),
-    )
-    lowered = jax.jit(sharded).lower(*args)
+    lowered = lower_replica_step(step, params, opt_state, batch, method.replicas, AXIS)
     return lowered.as_text(), lowered.compile().as_text()
 
 
@@ -716,7 +524,7 @@ def measure_bytes(settings: Settings) -> StepBytes:
         key = (method.kind, method.options) if method.kind == "diloco" else method
         if key not in cache:
             mlir, hlo = step_hlo(method, settings.learning_rates[0])
-            cache[key] = (all_reduces(hlo), lowered_all_reduces(mlir))
+            cache[key] = (all_reduces(hlo), stablehlo_all_reduces(mlir))
         found, low = cache[key]
         compiled[method], lowered[method] = found, low
         lines.append(
@@ -762,7 +570,7 @@ Trained = dict[tuple[str, tuple[tuple[str, Any], ...]], Results]
 
 def make_row(method: Method, lr: float, metrics: dict[str, np.ndarray], hlo: StepBytes) -> Row:
     """One table row: ``metrics`` of the runs at ``lr`` (each ``[seeds]``), bytes if measured."""
-    compiled = hlo.compiled.get(method, AllReduces(0, 0, 0, 0))
+    compiled = hlo.compiled.get(method, AllReduces())
     return Row(
         method=method,
         lr=lr,
@@ -805,15 +613,12 @@ def variant_rows(
 
 
 def _pm(values: np.ndarray) -> str:
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.3f} ± {std:.3f}"
+    return mean_pm_std(values, 3)
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of the per-seed difference a - b, in percentage points."""
-    diff = 100 * (a - b)
-    se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-    return float(diff.mean()), float(se)
+    return mean_and_se(100 * (a - b))
 
 
 TABLE_HEADER = (
@@ -860,13 +665,13 @@ def options_table(headline: list[Row], options: list[Row]) -> list[str]:
     out = [OPTIONS_HEADER, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for h in sorted({r.method.period for r in options}):
         for r in [base[h], *(o for o in options if o.method.period == h)]:
-            low = r.lowered or AllReduces(0, 0, 0, 0)
+            low = r.lowered or AllReduces()
             diverged = f" ({r.diverged} diverged)" if r.diverged else ""
             out.append(
                 f"| {r.method.label} | {r.h} | {r.lr:g} | {_pm(r.test_acc)}{diverged} | "
                 f"{_delta(r, base[h])} | {r.reduces.count_outside} ({r.reduces.count_inside}) | "
-                f"{low.per_step(r.method.period):.1f} | {r.bytes_per_step:.1f} | {low.peak()} | "
-                f"{r.reduces.peak()} |"
+                f"{low.per_step(r.method.period):.1f} | {r.bytes_per_step:.1f} | {low.peak} | "
+                f"{r.reduces.peak} |"
             )
     return out
 
@@ -918,7 +723,7 @@ def options_reading(headline: list[Row], options: list[Row], settings: Settings)
         if "communication_dtype" not in dict(r.method.options):
             continue
         f32 = base[r.method.period]
-        low, low32 = r.lowered or AllReduces(0, 0, 0, 0), f32.lowered or AllReduces(0, 0, 0, 0)
+        low, low32 = r.lowered or AllReduces(), f32.lowered or AllReduces()
         sentences.append(
             f"**bf16 all-reduce** (H = {r.h}): in the lowered StableHLO the heaviest "
             f"conditional all-reduces {low.peak_inside} B at a sync against "
@@ -974,7 +779,7 @@ def _scalars_note(headline: list[Row]) -> str:
 
 
 def _peak_against(row: Row, diloco: Row) -> str:
-    peak, full = row.reduces.peak(), diloco.reduces.peak()
+    peak, full = row.reduces.peak, diloco.reduces.peak
     return (
         f"peak {peak} B at one step (x{peak / max(full, 1):.2f} of DiLoCo's {full} B), "
         f"{row.bytes_per_step:.1f} B/step in total (DiLoCo {diloco.bytes_per_step:.1f})"
@@ -982,7 +787,7 @@ def _peak_against(row: Row, diloco: Row) -> str:
 
 
 def _leaf_sizes() -> str:
-    params = jax.eval_shape(_mnist1d.init_params, jax.random.key(0))
+    params = jax.eval_shape(init_params, jax.random.key(0))
     return ", ".join(f"{math.prod(x.shape):,}" for x in jax.tree.leaves(params))
 
 
@@ -1011,108 +816,155 @@ def fault_reading(headline: list[Row], faults: list[Row], settings: Settings) ->
 
 
 def reading(rows: list[Row], settings: Settings) -> list[str]:
-    """What reproduced of the paper's claim, computed from the rows (a 2-standard-error rule)."""
+    """What reproduced of the paper's claim, computed from the rows (a 2-standard-error rule).
+
+    The reading's paragraph, a blank line and the caveats.
+    """
     dp = next(r for r in rows if r.method.kind == "data_parallel")
     alone = next(r for r in rows if r.method.kind == "alone")
     diloco = [r for r in rows if r.method.kind == "diloco"]
-    close, below, above_alone, below_alone, details = [], [], [], [], []
+    verdicts = _against_baselines(diloco, dp, alone)
+    sentences = [
+        f"Data parallelism (AdamW, gradients all-reduced every step: {dp.bytes_per_step:.0f} "
+        f"bytes per step per replica, the 8,010 float32 gradients) reaches {_pct(dp)}; one "
+        f"replica alone, with a quarter of the gradient evaluations and no communication, "
+        f"{_pct(alone)}.",
+        *_claim_sentences(verdicts, dp),
+        *_period_sentences(diloco),
+        _alone_sentence(verdicts, diloco),
+        _single_replica_sentence(rows, dp),
+    ]
+    return [" ".join(sentences), "", _caveats(rows, settings)]
+
+
+class _Verdicts(NamedTuple):
+    """DiLoCo at each H against data parallel and one replica alone (2 standard errors)."""
+
+    close: list[Row]  # not below data parallel
+    below: list[Row]  # below data parallel
+    above_alone: list[Row]
+    below_alone: list[Row]
+    details: list[str]  # per H: its accuracy, both differences and its share of the bytes
+
+
+def _against_baselines(diloco: list[Row], dp: Row, alone: Row) -> _Verdicts:
+    verdicts = _Verdicts([], [], [], [], [])
     for r in diloco:
         mean, se = _paired(r.test_acc, dp.test_acc)
         mean_alone, se_alone = _paired(r.test_acc, alone.test_acc)
-        (close if _not_below(mean, se) else below).append(r)
+        (verdicts.close if _not_below(mean, se) else verdicts.below).append(r)
         if not _not_below(-mean_alone, se_alone):  # above alone by more than 2 SE
-            above_alone.append(r)
+            verdicts.above_alone.append(r)
         elif not _not_below(mean_alone, se_alone):
-            below_alone.append(r)
-        details.append(
+            verdicts.below_alone.append(r)
+        verdicts.details.append(
             f"H = {r.method.period}: {100 * r.test_acc.mean():.1f}% at lr {r.lr:g} "
             f"({mean:+.1f} ± {se:.1f} pp against data parallel, {mean_alone:+.1f} ± "
             f"{se_alone:.1f} pp against one replica alone) for "
             f"{r.bytes_per_step / dp.bytes_per_step:.3g} of its bytes"
         )
-    hs = lambda rs: ", ".join(str(r.method.period) for r in rs) or "none"  # noqa: E731
-    pct = lambda r: f"{100 * r.test_acc.mean():.1f}%"  # noqa: E731
-    sentences = [
-        f"Data parallelism (AdamW, gradients all-reduced every step: {dp.bytes_per_step:.0f} "
-        f"bytes per step per replica, the 8,010 float32 gradients) reaches {pct(dp)}; one "
-        f"replica alone, with a quarter of the gradient evaluations and no communication, "
-        f"{pct(alone)}."
-    ]
-    if close:
+    return verdicts
+
+
+def _hs(rows: list[Row]) -> str:
+    return ", ".join(str(r.method.period) for r in rows) or "none"
+
+
+def _pct(row: Row) -> str:
+    return f"{100 * row.test_acc.mean():.1f}%"
+
+
+def _claim_sentences(verdicts: _Verdicts, dp: Row) -> list[str]:
+    """Where DiLoCo matches data parallelism (the claim reproduced) and where not; per H."""
+    sentences = []
+    if verdicts.close:
         sentences.append(
-            f"**Reproduced** at H = {hs(close)}: DiLoCo is not below data parallelism by more "
-            "than two standard errors of the per-seed difference, while it all-reduces 1/H of "
-            "its bytes (the 8,010-float pseudo-gradient and two scalars, all-reduced inside "
-            "the sync conditionals of the compiled step)."
+            f"**Reproduced** at H = {_hs(verdicts.close)}: DiLoCo is not below data parallelism "
+            "by more than two standard errors of the per-seed difference, while it all-reduces "
+            "1/H of its bytes (the 8,010-float pseudo-gradient and two scalars, all-reduced "
+            "inside the sync conditionals of the compiled step)."
         )
-    if below:
-        gaps = ", ".join(f"{-_paired(r.test_acc, dp.test_acc)[0]:.1f}" for r in below)
+    if verdicts.below:
+        gaps = ", ".join(f"{-_paired(r.test_acc, dp.test_acc)[0]:.1f}" for r in verdicts.below)
         sentences.append(
-            f"**Not reproduced** at H = {hs(below)}: there DiLoCo is below data parallelism by "
-            f"more than two standard errors ({gaps} pp)."
+            f"**Not reproduced** at H = {_hs(verdicts.below)}: there DiLoCo is below data "
+            f"parallelism by more than two standard errors ({gaps} pp)."
         )
-    sentences.append("Per H: " + "; ".join(details) + ".")
+    sentences.append("Per H: " + "; ".join(verdicts.details) + ".")
+    return sentences
+
+
+def _period_sentences(diloco: list[Row]) -> list[str]:
+    """How DiLoCo's accuracy moves with H: monotone or not, and from the best H to the last."""
+    if len(diloco) < 2:
+        return []
     means = [r.test_acc.mean() for r in diloco]
-    if len(diloco) > 1:
-        if all(a >= b for a, b in zip(means, means[1:], strict=False)):
+    best, first, last = diloco[int(np.argmax(means))], diloco[0], diloco[-1]
+    if all(a >= b for a, b in zip(means, means[1:], strict=False)):
+        sentences = [
+            "Accuracy falls as H grows: less communication, lower quality, as in the "
+            "paper's ablation over H."
+        ]
+    else:
+        sentences = [
+            f"Accuracy is not monotone in H: the best H is {best.method.period}, not the smallest."
+        ]
+        if first is not best and first.lr < min(r.lr for r in diloco[1:]):
             sentences.append(
-                "Accuracy falls as H grows: less communication, lower quality, as in the "
-                "paper's ablation over H."
+                f"At H = {first.method.period} the chosen inner learning rate is the lowest "
+                f"({first.lr:g}), consistent with the outer Nesterov step (0.7, momentum "
+                "0.9: the paper's values, for H = 500) multiplying the replicas' progress "
+                "(by 0.7 / (1 - 0.9) = 7 in steady state) and overshooting when syncs are "
+                "frequent; not tested here, the outer hyperparameters are not tuned."
             )
-        else:
-            best = diloco[int(np.argmax(means))]
-            sentences.append(
-                f"Accuracy is not monotone in H: the best H is {best.method.period}, not the "
-                "smallest."
-            )
-            first = diloco[0]
-            if first is not best and first.lr < min(r.lr for r in diloco[1:]):
-                sentences.append(
-                    f"At H = {first.method.period} the chosen inner learning rate is the lowest "
-                    f"({first.lr:g}), consistent with the outer Nesterov step (0.7, momentum "
-                    "0.9: the paper's values, for H = 500) multiplying the replicas' progress "
-                    "(by 0.7 / (1 - 0.9) = 7 in steady state) and overshooting when syncs are "
-                    "frequent; not tested here, the outer hyperparameters are not tuned."
-                )
-        best, last = diloco[int(np.argmax(means))], diloco[-1]
-        if last is not best:
-            sentences.append(
-                f"From H = {best.method.period} to H = {last.method.period} "
-                f"({best.bytes_per_step / last.bytes_per_step:.0f}x fewer bytes) the accuracy "
-                f"drops by {100 * (best.test_acc.mean() - last.test_acc.mean()):.1f} pp."
-            )
-    if len(above_alone) == len(diloco):
+    if last is not best:
         sentences.append(
+            f"From H = {best.method.period} to H = {last.method.period} "
+            f"({best.bytes_per_step / last.bytes_per_step:.0f}x fewer bytes) the accuracy "
+            f"drops by {100 * (best.test_acc.mean() - last.test_acc.mean()):.1f} pp."
+        )
+    return sentences
+
+
+def _alone_sentence(verdicts: _Verdicts, diloco: list[Row]) -> str:
+    """Whether four replicas beat one of them alone at every H."""
+    if len(verdicts.above_alone) == len(diloco):
+        return (
             "At every H DiLoCo is above one replica alone by more than two standard errors: "
             "the other three replicas' work is not wasted even at the rarest syncs tried."
         )
-    else:
-        sentences.append(
-            f"DiLoCo is above one replica alone by more than two standard errors at H = "
-            f"{hs(above_alone)} only"
-            + (
-                f", and below it at H = {hs(below_alone)}: there the four replicas together do "
-                "worse than one of them alone."
-                if below_alone
-                else "."
-            )
+    return (
+        f"DiLoCo is above one replica alone by more than two standard errors at H = "
+        f"{_hs(verdicts.above_alone)} only"
+        + (
+            f", and below it at H = {_hs(verdicts.below_alone)}: there the four replicas "
+            "together do worse than one of them alone."
+            if verdicts.below_alone
+            else "."
         )
+    )
+
+
+def _single_replica_sentence(rows: list[Row], dp: Row) -> str:
+    """SlowMo and Lookahead: the outer step without replicas, against data parallel."""
     singles = []
     for r in rows:
         if r.method.kind in ("slowmo", "lookahead"):
             mean, se = _paired(r.test_acc, dp.test_acc)
             singles.append(
-                f"{r.method.label} (H = {r.method.period}, lr {r.lr:g}) {pct(r)}, {mean:+.1f} ± "
-                f"{se:.1f} pp"
+                f"{r.method.label} (H = {r.method.period}, lr {r.lr:g}) {_pct(r)}, "
+                f"{mean:+.1f} ± {se:.1f} pp"
             )
-    sentences.append(
+    return (
         "Without replicas (one model on the full batch, nothing to communicate; data parallel "
         "is AdamW on the same batches): " + "; ".join(singles) + "."
     )
-    lines = [" ".join(sentences), ""]
+
+
+def _caveats(rows: list[Row], settings: Settings) -> str:
     lrs = settings.learning_rates
     edge = [r for r in rows if len(lrs) > 1 and r.lr in (min(lrs), max(lrs))]
-    lines.append(
+    return (
         f"Caveats: a tiny CNN trained from scratch for {settings.steps} steps "
         f"({settings.steps // max(settings.periods)} to {settings.steps // min(settings.periods)} "
         "outer steps for DiLoCo), against the paper's language models (tens of thousands of "
@@ -1128,7 +980,6 @@ def reading(rows: list[Row], settings: Settings) -> list[str]:
         + "; the outer hyperparameters are the papers' defaults, not tuned here; "
         f"{settings.seeds} seeds; one CPU, so bytes are measured, never communication time."
     )
-    return lines
 
 
 def _not_below(mean: float, se: float) -> bool:
@@ -1139,7 +990,7 @@ def _not_below(mean: float, se: float) -> bool:
 def markdown(
     rows: list[Row],
     settings: Settings,
-    data: _mnist1d.Dataset,
+    data: Dataset,
     command: str,
     wall_s: float,
     cpu_s: float,
@@ -1161,7 +1012,7 @@ def markdown(
             if settings.num_samples > 5000
             else ""
         )
-        + ". The 8,010-parameter CNN of `lookax._mnist1d`; "
+        + ". The 8,010-parameter CNN of `lookax.mnist1d`; "
         f'{REPLICAS} replicas as a leading axis run by `jax.vmap(..., axis_name="replica")` on '
         f"one CPU; global batch {GLOBAL_BATCH}, {settings.steps} steps, {settings.seeds} seeds "
         "(paired: seed s gives every method the same initial weights and global batches). "
@@ -1337,11 +1188,7 @@ def plot(rows: list[Row], settings: Settings, path: str) -> None:
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/replicas.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argument_parser("replicas.py", __doc__)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -1374,7 +1221,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setting
     return args, settings
 
 
-def train_everything(settings: Settings, data: _mnist1d.Dataset, seeds: Seeds) -> Trained:
+def train_everything(settings: Settings, data: Dataset, seeds: Seeds) -> Trained:
     """The headline methods over the learning-rate grid, then the option and fault rows.
 
     One compiled program per method kind (DiLoCo's H values vmapped in it) and per option
@@ -1397,8 +1244,7 @@ def train_everything(settings: Settings, data: _mnist1d.Dataset, seeds: Seeds) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, settings = _parse_args(argv)
-    shown = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "benchmarks/replicas.py", *shown])
+    command = command_line("replicas.py", argv)
     suffix = "_quick" if settings.quick else ""
     if args.out:
         md_path = os.path.join(args.out, f"replicas{suffix}.md")
@@ -1413,7 +1259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         # The HLO compiles need no data: they run beside the data generation and training.
         measured = pool.submit(measure_bytes, settings)
-        data = _mnist1d.load_mnist1d(settings.num_samples)
+        data = load_mnist1d(settings.num_samples)
         print(
             f"MNIST-1D: {settings.num_samples} sequences generated in "
             f"{time.perf_counter() - start:.0f}s; {settings.steps} steps, global batch "

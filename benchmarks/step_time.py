@@ -51,30 +51,38 @@ samples is 16 steps, one period.
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import dataclasses
 import gc
 import math
 import os
-import platform
-import re
-import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+# The shared modules beside this file, also when a test or another benchmark loads it by path.
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _measure import (  # noqa: E402
+    Candidate,
+    CompiledStep,
+    Timing,
+    compile_step,
+    describe_machine,
+    extra_temp_in_params,
+    fmt,
+    paired_ratio,
+    print_table,
+    time_set,
+)
 
 import lookax  # noqa: E402
 from lookax.grouping import grouped  # noqa: E402
@@ -179,230 +187,8 @@ def tree_arrays(
 
 
 # ----------------------------------------------------------------------------
-# HLO: bytes per step with the sync branch weighted 1/K, kernels, copies.
-# ----------------------------------------------------------------------------
-
-_DTYPE_BYTES = {
-    "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-    "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
-}  # fmt: skip
-_ARRAY_RE = re.compile(r"\b(" + "|".join(_DTYPE_BYTES) + r")\[([0-9,]*)\]")
-_ELEMENTWISE = {
-    "add", "subtract", "multiply", "divide", "negate", "sqrt", "rsqrt", "abs", "sign",
-    "maximum", "minimum", "select", "convert", "exponential", "log", "power", "compare",
-    "and", "or", "not", "clamp", "bitcast", "copy",
-}  # fmt: skip
-_NOT_KERNELS = {
-    "parameter", "constant", "tuple", "get-tuple-element", "bitcast", "conditional",
-    "after-all", "partition-id", "replica-id", "opt-barrier",
-}  # fmt: skip
-
-
-def _type_bytes(type_text: str) -> int:
-    total = 0
-    for dtype, dims in _ARRAY_RE.findall(type_text):
-        count = 1
-        for d in filter(None, dims.split(",")):
-            count *= int(d)
-        total += count * _DTYPE_BYTES[dtype]
-    return total
-
-
-def _split_instruction(line: str) -> tuple[str, str, str, str, str] | None:
-    """(name, type, opcode, operands, attributes) of one HLO instruction line."""
-    match = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*", line)
-    if not match:
-        return None
-    rest = line[match.end() :]
-    if rest.startswith("("):  # tuple type: find its closing parenthesis
-        depth = 0
-        for i, ch in enumerate(rest):
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth == 0:
-                type_text, rest = rest[: i + 1], rest[i + 1 :].lstrip()
-                break
-    else:
-        type_text, _, rest = rest.partition(" ")
-    op = re.match(r"([\w\-]+)\(", rest)
-    if not op:
-        return None
-    depth, start = 0, op.end() - 1
-    for i in range(start, len(rest)):
-        depth += rest[i] == "("
-        depth -= rest[i] == ")"
-        if depth == 0:
-            return match.group(1), type_text, op.group(1), rest[start + 1 : i], rest[i + 1 :]
-    return None
-
-
-@dataclasses.dataclass
-class HloStats:
-    bytes_per_step: float  # parsed from the HLO; each sync cond weighted (k-1)/k, 1/k
-    cost_analysis_bytes: float
-    kernels: int  # compute instructions outside fused computations, branches included
-    distinct_kernels: int  # kernels that differ in more than names: what XLA:CPU compiles
-    copies: int
-    conditionals: int
-    kernel_bodies: collections.Counter  # every kernel, names replaced by positions
-
-
-def hlo_stats(hlo_text: str, cost_bytes: float, sync_period: int | None) -> HloStats:
-    computations: dict[str, list[tuple[str, str, str, str, str]]] = {}
-    entry, current = None, None
-    for line in hlo_text.splitlines():
-        header = re.match(r"^(ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$", line)
-        if header:
-            current = header.group(2)
-            computations[current] = []
-            if header.group(1):
-                entry = current
-            continue
-        if line.startswith("}"):
-            current = None
-            continue
-        if current is not None:
-            parsed = _split_instruction(line)
-            if parsed:
-                computations[current].append(parsed)
-
-    def branches_of(attrs: str) -> list[str]:
-        names = re.findall(r"%([\w.\-]+)", attrs.split("branch_computations=")[-1])
-        return [b for b in names if b in computations]
-
-    def weighted(costs: list[float]) -> float:
-        if sync_period and len(costs) == 2:  # branch 0: no sync (false), branch 1: sync
-            return costs[0] * (sync_period - 1) / sync_period + costs[1] / sync_period
-        return max(costs, default=0.0)
-
-    def operand_bytes(fused: str, index: int, full: int) -> int:
-        """Bytes a fusion reads of operand ``index``: only the slices, if only sliced.
-
-        Follows the operand through elementwise ops of its own shape (a slice of
-        ``x * c`` reads a slice of ``x``); anything else reads it whole.
-        """
-        body = computations.get(fused, [])
-        users: dict[str, list[tuple[str, str, str, str, str]]] = {}
-        for inst in body:
-            for n in set(re.findall(r"%([\w.\-]+)", inst[3])):
-                users.setdefault(n, []).append(inst)
-        param = next(
-            (i[0] for i in body if i[2] == "parameter" and i[3].strip() == str(index)), None
-        )
-
-        def sliced(name: str, depth: int = 0) -> int | None:
-            total = 0
-            for user in users.get(name, []):
-                if user[2] in ("slice", "dynamic-slice"):
-                    total += _type_bytes(user[1])
-                elif depth < 8 and _type_bytes(user[1]) >= full and user[2] in _ELEMENTWISE:
-                    inner = sliced(user[0], depth + 1)
-                    if inner is None:
-                        return None
-                    total += inner
-                else:
-                    return None
-            return total if users.get(name) else None
-
-        read = sliced(param) if param is not None else None
-        return full if read is None else min(full, read)
-
-    def full_bytes(name: str, nested: bool = False) -> float:
-        """Bytes a computation moves: operands + result of each kernel; conds weighted.
-
-        A cond inside a branch (the outer path's "no finite replica" check within its
-        sync branch) counts its heavier branch: it is not the sync cond.
-        """
-        sizes = {inst[0]: _type_bytes(inst[1]) for inst in computations.get(name, [])}
-        total = 0.0
-        for inst_name, _, opcode, operands, attrs in computations.get(name, []):
-            if opcode == "conditional":
-                costs = [full_bytes(b, True) for b in branches_of(attrs)]
-                total += max(costs, default=0.0) if nested else weighted(costs)
-            elif opcode not in _NOT_KERNELS:
-                names = re.findall(r"%([\w.\-]+)", operands)
-                fused = re.search(r"calls=%([\w.\-]+)", attrs) if opcode == "fusion" else None
-                read, seen = 0, set()
-                for index, n in enumerate(names):
-                    if n in seen:
-                        continue
-                    seen.add(n)
-                    size = sizes.get(n, 0)
-                    read += operand_bytes(fused.group(1), index, size) if fused else size
-                total += sizes[inst_name] + read
-        return total
-
-    def body_key(name: str) -> tuple:
-        """A computation's instructions with their names replaced by positions."""
-        body = computations.get(name, [])
-        position = {inst[0]: str(i) for i, inst in enumerate(body)}
-
-        def rename(text: str) -> str:
-            text = re.sub(r",?\s*metadata=\{[^}]*\}", "", text)
-            return re.sub(r"%([\w.\-]+)", lambda m: "%" + position.get(m.group(1), "?"), text)
-
-        return tuple((t, op, rename(operands), rename(attrs)) for _, t, op, operands, attrs in body)
-
-    def kernel_key(inst: tuple[str, str, str, str, str]) -> tuple:
-        _, type_text, opcode, operands, attrs = inst
-        called = re.search(r"calls=%([\w.\-]+)", attrs)
-        if called:
-            return (opcode, type_text, body_key(called.group(1)))
-        operand_types = tuple(re.findall(r"(\w+\[[\d,]*\])", operands))
-        return (opcode, type_text, operand_types)
-
-    bodies: collections.Counter = collections.Counter()
-
-    def counts(name: str) -> tuple[int, int, int]:
-        kernels = copies = conds = 0
-        for inst in computations.get(name, []):
-            opcode, attrs = inst[2], inst[4]
-            if opcode == "conditional":
-                conds += 1
-                for b in branches_of(attrs):
-                    k, c, n = counts(b)
-                    kernels, copies, conds = kernels + k, copies + c, conds + n
-            elif opcode not in _NOT_KERNELS:
-                kernels += 1
-                copies += opcode == "copy"
-                bodies[kernel_key(inst)] += 1
-        return kernels, copies, conds
-
-    if entry is None:
-        return HloStats(cost_bytes, cost_bytes, 0, 0, 0, 0, collections.Counter())
-    kernels, copies, conds = counts(entry)
-    return HloStats(full_bytes(entry), cost_bytes, kernels, len(bodies), copies, conds, bodies)
-
-
-# ----------------------------------------------------------------------------
 # Candidates.
 # ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Compiled:
-    executable: Any
-    trace_lower_s: float
-    compile_cpu_s: float
-    compile_wall_s: float
-    argument_bytes: int
-    output_bytes: int
-    alias_bytes: int
-    temp_bytes: int
-    hlo: HloStats
-
-
-class Candidate:
-    """Something that runs ``n`` training steps on its own params and state."""
-
-    name: str
-    compiled: Compiled | None = None
-
-    def run(self, n: int) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 def _step_fn(tx: optax.GradientTransformation, grads_in_step: bool = False) -> Callable:
@@ -428,10 +214,6 @@ def _step_fn(tx: optax.GradientTransformation, grads_in_step: bool = False) -> C
     return step_making_grads if grads_in_step else step
 
 
-def _first(cost: Any) -> dict:
-    return cost[0] if isinstance(cost, list | tuple) else cost
-
-
 class JaxCandidate(Candidate):
     def __init__(
         self,
@@ -443,7 +225,7 @@ class JaxCandidate(Candidate):
         sync_period: int | None = None,
         lookahead_params: bool = False,
         grads_in_step: bool = False,
-        cache: dict[str, Compiled] | None = None,
+        cache: dict[str, CompiledStep] | None = None,
     ):
         self.name = name
         self.grads = grads
@@ -457,24 +239,7 @@ class JaxCandidate(Candidate):
             self.compiled = cache[name]
             return
         jitted = jax.jit(_step_fn(tx, grads_in_step), donate_argnums=(0, 1), keep_unused=True)
-        wall0 = time.perf_counter()
-        lowered = jitted.trace(self.params, self.state, grads).lower()
-        wall1, cpu1 = time.perf_counter(), time.process_time()
-        executable = lowered.compile()
-        wall2, cpu2 = time.perf_counter(), time.process_time()
-        memory = executable.memory_analysis()
-        cost = float(_first(executable.cost_analysis()).get("bytes accessed", float("nan")))
-        self.compiled = Compiled(
-            executable=executable,
-            trace_lower_s=wall1 - wall0,
-            compile_cpu_s=cpu2 - cpu1,
-            compile_wall_s=wall2 - wall1,
-            argument_bytes=memory.argument_size_in_bytes,
-            output_bytes=memory.output_size_in_bytes,
-            alias_bytes=memory.alias_size_in_bytes,
-            temp_bytes=memory.temp_size_in_bytes,
-            hlo=hlo_stats(executable.as_text(), cost, sync_period),
-        )
+        self.compiled = compile_step(jitted, (self.params, self.state, grads), sync_period)
         if cache is not None:
             cache[name] = self.compiled
 
@@ -544,61 +309,8 @@ class TorchAdam(Candidate):
 
 
 # ----------------------------------------------------------------------------
-# Timing.
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Timing:
-    wall: list[float] = dataclasses.field(default_factory=list)
-    cpu: list[float] = dataclasses.field(default_factory=list)
-    faults: list[float] = dataclasses.field(default_factory=list)
-
-
-def time_set(
-    candidates: list[Candidate], rounds: int, warmup: int, steps: int = K
-) -> dict[str, Timing]:
-    """Per-step wall, cpu and faults of each candidate, each sample ``steps`` steps."""
-    timings = {c.name: Timing() for c in candidates}
-    for r in range(warmup + rounds):
-        order = candidates if r % 2 == 0 else candidates[::-1]
-        for c in order:
-            gc.collect()
-            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            wall0, cpu0 = time.perf_counter(), time.process_time()
-            c.run(steps)
-            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
-            if r >= warmup:
-                timings[c.name].wall.append(wall / steps)
-                timings[c.name].cpu.append(cpu / steps)
-                timings[c.name].faults.append(faults / steps)
-    return timings
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over rounds of a/b measured in the same round."""
-    return statistics.median(x / y for x, y in zip(a, b, strict=True))
-
-
-# ----------------------------------------------------------------------------
 # Reporting.
 # ----------------------------------------------------------------------------
-
-
-def fmt(x: float, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and not np.isfinite(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
-    print()
 
 
 @dataclasses.dataclass
@@ -610,10 +322,22 @@ class SetResult:
     reference: str
     bandwidth: float | None  # bytes/s from the set's axpy
 
+    @property
+    def compiled(self) -> dict[str, CompiledStep]:
+        """The compiled step of each candidate that has one, by name."""
+        return {c.name: c.compiled for c in self.candidates if c.compiled is not None}
+
+
+COMPILED_HEADERS = [
+    "candidate", "trace+lower s", "compile s (cpu)", "x ref (cpu)", "compile s (wall)",
+    "kernels", "distinct kernels", "copies", "conds", "arg MB", "out MB", "alias MB",
+    "temp MB",
+    "temp - ref (params)", "cost_analysis MB",
+]  # fmt: skip
+
 
 def report_set(res: SetResult) -> None:
-    params_bytes = 4 * res.tree.floats
-    ref = res.timings[res.reference]
+    """The set's timing table and, for its compiled candidates, their compile/memory table."""
     print(f"### {res.tree.name} -- {res.title}")
     if res.bandwidth:
         print(f"axpy bandwidth in this set: {res.bandwidth / 1e9:.1f} GB/s")
@@ -621,68 +345,61 @@ def report_set(res: SetResult) -> None:
         "candidate", "ms/step", f"x {res.reference}", "cpu ms/step", "x (cpu)",
         "MB/step", "GB/s", "% axpy", "faults/step",
     ]  # fmt: skip
-    rows = []
-    for c in res.candidates:
-        t = res.timings[c.name]
-        wall, cpu = statistics.median(t.wall), statistics.median(t.cpu)
-        if c.compiled is not None:
-            step_bytes = c.compiled.hlo.bytes_per_step
-            mb, gbs = fmt(step_bytes / 1e6, 1), fmt(step_bytes / wall / 1e9, 1)
-            share = fmt(100 * step_bytes / wall / res.bandwidth, 0) if res.bandwidth else "-"
-        elif isinstance(c, AxpyCandidate):
-            mb, gbs, share = fmt(c.bytes / 1e6, 1), fmt(c.bytes / wall / 1e9, 1), "100"
-        else:
-            mb = gbs = share = "-"
-        rows.append(
-            [
-                c.name,
-                fmt(wall * 1e3),
-                fmt(paired_ratio(t.wall, ref.wall)),
-                fmt(cpu * 1e3),
-                fmt(paired_ratio(t.cpu, ref.cpu)),
-                mb,
-                gbs,
-                share,
-                fmt(statistics.median(t.faults), 0),
-            ]
-        )
-    print_table(headers, rows)
+    print_table(headers, [timing_row(res, c) for c in res.candidates])
     compiled = [c for c in res.candidates if c.compiled is not None]
     if not compiled:
         return
-    ref_c = next((c.compiled for c in compiled if c.name == res.reference), None)
-    headers = [
-        "candidate", "trace+lower s", "compile s (cpu)", "x ref (cpu)", "compile s (wall)",
-        "kernels", "distinct kernels", "copies", "conds", "arg MB", "out MB", "alias MB",
-        "temp MB",
-        "temp - ref (params)", "cost_analysis MB",
-    ]  # fmt: skip
-    rows = []
-    for c in compiled:
-        m = c.compiled
-        rows.append(
-            [
-                c.name,
-                fmt(m.trace_lower_s),
-                fmt(m.compile_cpu_s),
-                fmt(m.compile_cpu_s / ref_c.compile_cpu_s) if ref_c else "-",
-                fmt(m.compile_wall_s),
-                str(m.hlo.kernels),
-                str(m.hlo.distinct_kernels),
-                str(m.hlo.copies),
-                str(m.hlo.conditionals),
-                fmt(m.argument_bytes / 1e6, 1),
-                fmt(m.output_bytes / 1e6, 1),
-                fmt(m.alias_bytes / 1e6, 1),
-                fmt(m.temp_bytes / 1e6, 1),
-                fmt((m.temp_bytes - ref_c.temp_bytes) / params_bytes) if ref_c else "-",
-                fmt(m.hlo.cost_analysis_bytes / 1e6, 1),
-            ]
-        )
-    print_table(headers, rows)
+    ref = res.compiled.get(res.reference)
+    print_table(COMPILED_HEADERS, [compiled_row(c, ref, 4 * res.tree.floats) for c in compiled])
 
 
-# ----------------------------------------------------------------------------
+def timing_row(res: SetResult, c: Candidate) -> list[str]:
+    """Time per step (and its ratio to the reference's), bytes moved, bandwidth, page faults."""
+    t, ref = res.timings[c.name], res.timings[res.reference]
+    wall, cpu = statistics.median(t.wall), statistics.median(t.cpu)
+    if c.compiled is not None:
+        step_bytes = c.compiled.hlo.bytes_per_step
+        mb, gbs = fmt(step_bytes / 1e6, 1), fmt(step_bytes / wall / 1e9, 1)
+        share = fmt(100 * step_bytes / wall / res.bandwidth, 0) if res.bandwidth else "-"
+    elif isinstance(c, AxpyCandidate):
+        mb, gbs, share = fmt(c.bytes / 1e6, 1), fmt(c.bytes / wall / 1e9, 1), "100"
+    else:
+        mb = gbs = share = "-"
+    return [
+        c.name,
+        fmt(wall * 1e3),
+        fmt(paired_ratio(t.wall, ref.wall)),
+        fmt(cpu * 1e3),
+        fmt(paired_ratio(t.cpu, ref.cpu)),
+        mb,
+        gbs,
+        share,
+        fmt(statistics.median(t.faults), 0),
+    ]
+
+
+def compiled_row(c: Candidate, ref: CompiledStep | None, params_bytes: int) -> list[str]:
+    """Compile times, kernels, conditionals and memory_analysis() of one compiled candidate."""
+    m = c.compiled
+    return [
+        c.name,
+        fmt(m.trace_lower_s),
+        fmt(m.compile_cpu_s),
+        fmt(m.compile_cpu_s / ref.compile_cpu_s) if ref else "-",
+        fmt(m.compile_wall_s),
+        str(m.hlo.kernels),
+        str(m.hlo.distinct_kernels),
+        str(m.hlo.copies),
+        str(m.hlo.conditionals),
+        fmt(m.argument_bytes / 1e6, 1),
+        fmt(m.output_bytes / 1e6, 1),
+        fmt(m.alias_bytes / 1e6, 1),
+        fmt(m.temp_bytes / 1e6, 1),
+        fmt(extra_temp_in_params(m, ref, params_bytes)) if ref else "-",
+        fmt(m.hlo.cost_analysis_bytes / 1e6, 1),
+    ]
+
+
 # The sets.
 # ----------------------------------------------------------------------------
 
@@ -706,6 +423,10 @@ TORCH_LA = "torch Lookahead(Adam fused)"
 
 def adam() -> optax.GradientTransformation:
     return optax.adam(1e-3)
+
+
+def lookahead_adam() -> optax.GradientTransformation:
+    return lookax.lookahead(adam(), K, ALPHA)
 
 
 def outer_lookahead() -> optax.GradientTransformation:
@@ -777,20 +498,14 @@ def ranger_inner() -> optax.GradientTransformation:
 
 def temp_in_params(res: SetResult, name: str, reference: str, itemsize: int = 4) -> float:
     """Compiled temp of ``name`` minus ``reference``'s, in params-sized buffers."""
-    by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
-    extra = by_name[name].temp_bytes - by_name[reference].temp_bytes
-    return extra / (itemsize * res.tree.floats)
-
-
-def compile_seconds(compiled: Compiled) -> float:
-    return compiled.trace_lower_s + compiled.compile_cpu_s
+    compiled = res.compiled
+    return extra_temp_in_params(compiled[name], compiled[reference], itemsize * res.tree.floats)
 
 
 def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
     """The design's Lookahead goals (docs/design.md), as measured in the set ``res``."""
     t = res.timings
-    by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
-    adam_c, la_c = by_name[ADAM], by_name[LOOKAX_LA]
+    adam_c, la_c = res.compiled[ADAM], res.compiled[LOOKAX_LA]
     la_ratio = paired_ratio(t[LOOKAX_LA].wall, t[ADAM].wall)
     la_cpu = paired_ratio(t[LOOKAX_LA].cpu, t[ADAM].cpu)
     opt_ratio = paired_ratio(t[OPTAX_LA].wall, t[ADAM].wall)
@@ -799,7 +514,7 @@ def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
         " (stretch 1.10: " + ("met)" if la_ratio <= 1.10 else "not met)") if tree.large else ""
     )
     extra = temp_in_params(res, LOOKAX_LA, ADAM)
-    compile_ratio = compile_seconds(la_c) / compile_seconds(adam_c)
+    compile_ratio = la_c.compile_s / adam_c.compile_s
     goals = [
         [
             tree.name,
@@ -817,8 +532,8 @@ def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
         [
             tree.name,
             "lookahead(adam) compile <= 1.3x adam's",
-            f"{compile_ratio:.2f}x (trace+lower+compile cpu: {compile_seconds(la_c):.2f} s vs "
-            f"{compile_seconds(adam_c):.2f} s; distinct kernels "
+            f"{compile_ratio:.2f}x (trace+lower+compile cpu: {la_c.compile_s:.2f} s vs "
+            f"{adam_c.compile_s:.2f} s; distinct kernels "
             f"{la_c.hlo.distinct_kernels} vs {adam_c.hlo.distinct_kernels})",
             "met" if compile_ratio <= 1.3 else "NOT met",
         ],
@@ -850,7 +565,7 @@ def lookahead_goals(tree: Tree, res: SetResult) -> list[list[str]]:
 def outer_goals(tree: Tree, res: SetResult, suffix: str) -> list[list[str]]:
     """The outer path's goals in the set ``res`` (row names end in ``suffix``)."""
     t = res.timings
-    by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
+    compiled = res.compiled
     ref = ADAM + suffix
     where = "gradients made in the step" if suffix else "gradients as input"
     slack = 16384  # bytes: scalars and the small all-reduce fingerprint, not a buffer
@@ -865,7 +580,7 @@ def outer_goals(tree: Tree, res: SetResult, suffix: str) -> list[list[str]]:
         return f"{wall:.2f} wall / {paired_ratio(t[name + suffix].cpu, t[ref].cpu):.2f} cpu"
 
     def extra(name: str) -> int:
-        return by_name[name + suffix].temp_bytes - by_name[ref].temp_bytes
+        return compiled[name + suffix].temp_bytes - compiled[ref].temp_bytes
 
     def temp(name: str) -> str:
         return f"{temp_in_params(res, name + suffix, ref):+.3f}"
@@ -964,22 +679,195 @@ class Config:
     only_outer: bool = False
 
 
-def run_outer_sets(
-    tree: Tree, goals: list[list[str]], jc: Callable[..., Any], run_set: Callable[..., Any]
-) -> None:
-    """The outer-path set, with the gradients as input and made in the step, and its goals.
+# ----------------------------------------------------------------------------
+# Running a tree's sets.
+# ----------------------------------------------------------------------------
 
-    ``jc`` makes a candidate on the tree and ``run_set`` times and reports a set (both
-    from :func:`run_tree`).
+
+class TreeRun:
+    """One tree's sets: its gradients, the goals they measure, the compiled steps they share.
+
+    A candidate's compiled step is cached by name, so that a candidate timed in
+    several sets (optax.adam, Lookahead(Adam)) is compiled, and its compile timed, once.
     """
-    rows, notes = outer_rows(tree)
+
+    def __init__(self, tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str):
+        self.tree, self.cfg, self.goals, self.torch_status = tree, cfg, goals, torch_status
+        self.grads = tree_arrays(tree)
+        self.cache: dict[str, CompiledStep] = {}
+
+    def candidate(self, name: str, tx_fn: Callable[[], Any], **kw: Any) -> JaxCandidate:
+        """A candidate on the tree's gradients."""
+        return JaxCandidate(name, tx_fn, self.tree, self.grads, cache=self.cache, **kw)
+
+    def run_set(
+        self,
+        title: str,
+        make_candidates: Callable[[], list[Candidate]],
+        reference: str,
+        steps: int = K,
+    ) -> SetResult:
+        """Times the candidates beside this machine's axpy and reports them; frees them."""
+        bw_floats = 4_000_000 if self.cfg.quick else BANDWIDTH_FLOATS
+        candidates = [AxpyCandidate(bw_floats), *make_candidates()]
+        timings = time_set(candidates, self.cfg.rounds, self.cfg.warmup, steps)
+        bandwidth = candidates[0].bytes / statistics.median(timings[candidates[0].name].wall)
+        res = SetResult(self.tree, title, candidates, timings, reference, bandwidth)
+        report_set(res)
+        for c in candidates:
+            c.close()
+        gc.collect()
+        return res
+
+    def timed_pair(
+        self, first: str, second: str, first_fn: Callable, second_fn: Callable
+    ) -> tuple[dict[str, Timing], dict[str, CompiledStep]]:
+        """Two candidates timed side by side (no axpy, no report), compiled in that order."""
+        candidates = [self.candidate(first, first_fn), self.candidate(second, second_fn)]
+        timings = time_set(candidates, self.cfg.rounds, self.cfg.warmup, K)
+        compiled = {c.name: c.compiled for c in candidates}
+        for c in candidates:
+            c.close()
+        gc.collect()
+        return timings, compiled
+
+    def close(self) -> None:
+        for leaf in jax.tree.leaves(self.grads):
+            leaf.delete()
+        self.cache.clear()
+        gc.collect()
+
+
+def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str) -> None:
+    """Every set of ``cfg.sets`` that runs on ``tree``, in order; their goals into ``goals``."""
+    print(f"## {tree.describe()}\n")
+    run = TreeRun(tree, cfg, goals, torch_status)
+    if "lookahead" in cfg.sets:
+        lookahead_set(run)
+    if "wide" in cfg.sets and tree.large:
+        wide_set(run)
+    if "instep" in cfg.sets and tree.large:
+        instep_set(run)
+    if "outer" in cfg.sets and tree.large:
+        outer_sets(run)
+    if "grouping" in cfg.sets:
+        grouping_set(run)
+    if "torch" in cfg.sets:
+        torch_set(run)
+    if "pairs" in cfg.sets and tree.extras:
+        pairs_set(run)
+    run.close()
+
+
+def lookahead_set(run: TreeRun) -> None:
+    """Lookahead(Adam) beside Adam and optax.lookahead; on a large tree, the outer path, Ranger."""
+    jc = run.candidate
+
+    def candidates() -> list[Candidate]:
+        cands = [
+            jc(ADAM, adam),
+            jc(LOOKAX_LA, lookahead_adam, sync_period=K),
+            jc(OPTAX_LA, lambda: optax.lookahead(adam(), K, ALPHA), lookahead_params=True),
+        ]
+        if run.tree.large:
+            cands += [
+                jc(OUTER_LA, outer_lookahead, sync_period=K),
+                jc(RANGER_INNER, ranger_inner),
+                jc(RANGER, lambda: lookax.ranger(1e-3, sync_period=K), sync_period=K),
+            ]
+        return cands
+
+    res = run.run_set("Lookahead(Adam), k=5, alpha=0.5", candidates, ADAM)
+    run.goals.extend(lookahead_goals(run.tree, res))
+
+
+def wide_set(run: TreeRun) -> None:
+    """bf16 params: Lookahead with slow weights in bf16, and in float32 (``slow_dtype``)."""
+    tree = run.tree
+
+    def candidates() -> list[Candidate]:
+        bf16 = jax.tree.map(lambda g: g.astype(jnp.bfloat16), run.grads)
+        wide = lambda: lookax.lookahead(adam(), K, ALPHA, slow_dtype=jnp.float32)  # noqa: E731
+        return [
+            JaxCandidate(ADAM + BF16, adam, tree, bf16),
+            JaxCandidate(LOOKAX_LA + BF16, lookahead_adam, tree, bf16, sync_period=K),
+            JaxCandidate(WIDE_LA + BF16, wide, tree, bf16, sync_period=K),
+        ]
+
+    res = run.run_set("bf16 params, float32 slow weights", candidates, ADAM + BF16)
+    t = res.timings
+    wide = paired_ratio(t[WIDE_LA + BF16].wall, t[ADAM + BF16].wall)
+    same = paired_ratio(t[LOOKAX_LA + BF16].wall, t[ADAM + BF16].wall)
+    run.goals.append(
+        [
+            tree.name,
+            "(cost of slow_dtype=float32 over bf16 params) / adam",
+            f"{wide:.2f} wall (same-dtype slow weights {same:.2f}); "
+            f"temp +{temp_in_params(res, WIDE_LA + BF16, ADAM + BF16, 2):.2f} bf16 params",
+            "measured",
+        ]
+    )
+
+
+def instep_set(run: TreeRun) -> None:
+    """Lookahead(Adam) and the outer path with the gradients made inside the step."""
+    jc = run.candidate
+
+    def candidates() -> list[Candidate]:
+        return [
+            jc(ADAM + IN_STEP, adam, grads_in_step=True),
+            jc(LOOKAX_LA + IN_STEP, lookahead_adam, sync_period=K, grads_in_step=True),
+            jc(
+                OPTAX_LA + IN_STEP,
+                lambda: optax.lookahead(adam(), K, ALPHA),
+                lookahead_params=True,
+                grads_in_step=True,
+            ),
+            jc(OUTER_LA + IN_STEP, outer_lookahead, sync_period=K, grads_in_step=True),
+        ]
+
+    title = "Lookahead(Adam) with the gradients made inside the step"
+    res = run.run_set(title, candidates, ADAM + IN_STEP)
+    run.goals.extend(instep_goals(run.tree, res))
+
+
+def instep_goals(tree: Tree, res: SetResult) -> list[list[str]]:
+    t = res.timings
+    adam_c, la_c = res.compiled[ADAM + IN_STEP], res.compiled[LOOKAX_LA + IN_STEP]
+    in_ratio = paired_ratio(t[LOOKAX_LA + IN_STEP].wall, t[ADAM + IN_STEP].wall)
+    in_cpu = paired_ratio(t[LOOKAX_LA + IN_STEP].cpu, t[ADAM + IN_STEP].cpu)
+    outer_ratio = paired_ratio(t[OUTER_LA + IN_STEP].wall, t[ADAM + IN_STEP].wall)
+    return [
+        [
+            tree.name,
+            "(shape check) the same, gradients made inside the step",
+            f"{in_ratio:.2f} wall, {in_cpu:.2f} cpu; bytes "
+            f"{la_c.hlo.bytes_per_step / adam_c.hlo.bytes_per_step:.2f}; temp "
+            f"+{extra_temp_in_params(la_c, adam_c, 4 * tree.floats):.3f} params",
+            "within 1.15" if in_ratio <= 1.15 else "above 1.15",
+        ],
+        [
+            tree.name,
+            "(outer path) lookahead(adam, outer=...) / adam, gradients made in the step",
+            f"{outer_ratio:.2f} wall; temp "
+            f"{temp_in_params(res, OUTER_LA + IN_STEP, ADAM + IN_STEP):+.3f} params",
+            "measured",
+        ],
+    ]
+
+
+def outer_sets(run: TreeRun) -> None:
+    """The outer-path set, with the gradients as input and made in the step, and its goals."""
+    rows, notes = outer_rows(run.tree)
     for suffix in ("", IN_STEP):
 
-        def outer_candidates(suffix: str = suffix) -> list[Candidate]:
+        def candidates(suffix: str = suffix) -> list[Candidate]:
             in_step = bool(suffix)
-            cands = [jc(ADAM + suffix, adam, grads_in_step=in_step)]
+            cands = [run.candidate(ADAM + suffix, adam, grads_in_step=in_step)]
             for name, tx_fn in rows:
-                cands.append(jc(name + suffix, tx_fn, sync_period=OUTER_H, grads_in_step=in_step))
+                cands.append(
+                    run.candidate(name + suffix, tx_fn, sync_period=OUTER_H, grads_in_step=in_step)
+                )
             return cands
 
         where = "gradients made in the step" if suffix else "gradients as input"
@@ -989,369 +877,216 @@ def run_outer_sets(
             f" alpha={ALPHA}; outer SGD 0.7, momentum 0.9 (Nesterov or heavy-ball); each "
             f"sample = {OUTER_H} steps (one period); " + "; ".join(notes or ["no skips"])
         )
-        res = run_set(
-            "outer" + suffix,
-            f"outer path, H={OUTER_H} ({where})",
-            outer_candidates,
-            ADAM + suffix,
-            steps=OUTER_H,
+        title = f"outer path, H={OUTER_H} ({where})"
+        res = run.run_set(title, candidates, ADAM + suffix, steps=OUTER_H)
+        run.goals.extend(outer_goals(run.tree, res, suffix))
+
+
+def grouping_set(run: TreeRun) -> None:
+    """Leaf grouping (``lookax.grouped``, ``optax.flatten``) against the bytes floor."""
+    jc = run.candidate
+
+    def candidates() -> list[Candidate]:
+        return [
+            jc(ADAM, adam),
+            jc(PLAIN_SGD, lambda: optax.sgd(1e-3)),
+            jc(GROUPED_ADAM, lambda: grouped(adam())),
+            jc(OPTAX_FLAT, lambda: optax.flatten(adam())),
+            jc(LOOKAX_LA, lookahead_adam, sync_period=K),
+            jc(GROUPED_LA, lambda: grouped(lookahead_adam()), sync_period=K),
+        ]
+
+    res = run.run_set("leaf grouping", candidates, ADAM)
+    for name, floor_of in [
+        (ADAM, ADAM),
+        (GROUPED_ADAM, ADAM),
+        (PLAIN_SGD, ADAM),
+        (GROUPED_LA, LOOKAX_LA),
+    ]:
+        floor = res.compiled[floor_of].hlo.bytes_per_step / res.bandwidth
+        print(
+            f"{name}: {statistics.median(res.timings[name].wall) / floor:.1f}x the bytes floor "
+            f"({floor_of}'s bytes at axpy bandwidth: {floor * 1e3:.2f} ms)"
         )
-        goals.extend(outer_goals(tree, res, suffix))
+    print()
+    if not run.tree.large:
+        run.goals.extend(grouping_goals(run.tree, res))
 
 
-def run_tree(tree: Tree, cfg: Config, goals: list[list[str]], torch_status: str) -> None:
-    print(f"## {tree.describe()}\n")
-    grads = tree_arrays(tree)
-    cache: dict[str, Compiled] = {}
-    bw_floats = 4_000_000 if cfg.quick else BANDWIDTH_FLOATS
-    rounds = cfg.rounds
-    results: dict[str, SetResult] = {}
+def grouping_goals(tree: Tree, res: SetResult) -> list[list[str]]:
+    """On the many-small-leaves tree: grouped(adam) near the bytes floor, and its compile."""
+    t = res.timings
+    floor_s = res.compiled[ADAM].hlo.bytes_per_step / res.bandwidth
+    g_ratio = statistics.median(t[GROUPED_ADAM].wall) / floor_s
+    ga, a = res.compiled[GROUPED_ADAM], res.compiled[ADAM]
+    return [
+        [
+            tree.name,
+            "grouped(adam) within 3x of the bytes floor",
+            f"{g_ratio:.1f}x (optax.adam {statistics.median(t[ADAM].wall) / floor_s:.1f}x)",
+            "met" if g_ratio <= 3.0 else "NOT met",
+        ],
+        [
+            tree.name,
+            "grouped(adam) compile <= optax.adam's",
+            f"{ga.compile_s:.2f} s vs {a.compile_s:.2f} s",
+            "met" if ga.compile_s <= a.compile_s else "NOT met",
+        ],
+    ]
 
-    def jc(name, tx_fn, **kw):
-        return JaxCandidate(name, tx_fn, tree, grads, cache=cache, **kw)
 
-    def run_set(key, title, make_candidates, reference, axpy=True, steps=K):
-        candidates = ([AxpyCandidate(bw_floats)] if axpy else []) + make_candidates()
-        timings = time_set(candidates, rounds, cfg.warmup, steps)
-        bandwidth = None
-        if axpy:
-            bandwidth = candidates[0].bytes / statistics.median(timings[candidates[0].name].wall)
-        res = SetResult(tree, title, candidates, timings, reference, bandwidth)
-        report_set(res)
-        for c in candidates:
-            c.close()
-        results[key] = res
-        gc.collect()
-        return res
+def torch_set(run: TreeRun) -> None:
+    """lookax against ``torch.optim.Adam(fused=True)`` and a plain Lookahead over it."""
+    tree, jc = run.tree, run.candidate
+    if not run.cfg.torch:
+        print(f"### {tree.name} -- PyTorch: skipped ({run.torch_status})\n")
+        return
 
-    if "lookahead" in cfg.sets:
+    def candidates() -> list[Candidate]:
+        return [
+            jc(ADAM, adam),
+            jc(LOOKAX_ADAM, lambda: lookax.adam(1e-3)),
+            jc(LOOKAX_LA, lookahead_adam, sync_period=K),
+            TorchAdam(tree, run.grads, lookahead=False),
+            TorchAdam(tree, run.grads, lookahead=True),
+        ]
 
-        def lookahead_candidates():
-            cands = [
-                jc(ADAM, adam),
-                jc(LOOKAX_LA, lambda: lookax.lookahead(adam(), K, ALPHA), sync_period=K),
-                jc(OPTAX_LA, lambda: optax.lookahead(adam(), K, ALPHA), lookahead_params=True),
-            ]
-            if tree.large:
-                cands += [
-                    jc(OUTER_LA, outer_lookahead, sync_period=K),
-                    jc(RANGER_INNER, ranger_inner),
-                    jc(RANGER, lambda: lookax.ranger(1e-3, sync_period=K), sync_period=K),
-                ]
-            return cands
-
-        res = run_set("lookahead", "Lookahead(Adam), k=5, alpha=0.5", lookahead_candidates, ADAM)
-        goals.extend(lookahead_goals(tree, res))
-
-    if "wide" in cfg.sets and tree.large:
-
-        def wide_candidates():
-            bf16 = jax.tree.map(lambda g: g.astype(jnp.bfloat16), grads)
-            return [
-                JaxCandidate(ADAM + BF16, adam, tree, bf16),
-                JaxCandidate(
-                    LOOKAX_LA + BF16, lambda: lookax.lookahead(adam(), K, ALPHA), tree, bf16,
-                    sync_period=K,
-                ),
-                JaxCandidate(
-                    WIDE_LA + BF16,
-                    lambda: lookax.lookahead(adam(), K, ALPHA, slow_dtype=jnp.float32),
-                    tree, bf16, sync_period=K,
-                ),
-            ]  # fmt: skip
-
-        res = run_set("wide", "bf16 params, float32 slow weights", wide_candidates, ADAM + BF16)
-        t = res.timings
-        wide = paired_ratio(t[WIDE_LA + BF16].wall, t[ADAM + BF16].wall)
-        same = paired_ratio(t[LOOKAX_LA + BF16].wall, t[ADAM + BF16].wall)
-        goals.append(
-            [
-                tree.name,
-                "(cost of slow_dtype=float32 over bf16 params) / adam",
-                f"{wide:.2f} wall (same-dtype slow weights {same:.2f}); "
-                f"temp +{temp_in_params(res, WIDE_LA + BF16, ADAM + BF16, 2):.2f} bf16 params",
-                "measured",
-            ]
+    t = run.run_set("against PyTorch (same CPU)", candidates, ADAM).timings
+    for a, b in [
+        (LOOKAX_ADAM, TORCH_ADAM),
+        (LOOKAX_LA, TORCH_LA),
+        (TORCH_LA, TORCH_ADAM),
+        (LOOKAX_LA, ADAM),
+    ]:
+        print(
+            f"{a} / {b}: {paired_ratio(t[a].wall, t[b].wall):.2f} wall, "
+            f"{paired_ratio(t[a].cpu, t[b].cpu):.2f} cpu"
         )
+    print()
 
-    if "instep" in cfg.sets and tree.large:
 
-        def in_step_candidates():
-            return [
-                jc(ADAM + IN_STEP, adam, grads_in_step=True),
-                jc(
-                    LOOKAX_LA + IN_STEP,
-                    lambda: lookax.lookahead(adam(), K, ALPHA),
-                    sync_period=K,
-                    grads_in_step=True,
-                ),
-                jc(
-                    OPTAX_LA + IN_STEP,
-                    lambda: optax.lookahead(adam(), K, ALPHA),
-                    lookahead_params=True,
-                    grads_in_step=True,
-                ),
-                jc(OUTER_LA + IN_STEP, outer_lookahead, sync_period=K, grads_in_step=True),
-            ]
+PAIR_HEADERS = [
+    "optimizer", "optax ms/step", "lookax ms/step", "lookax/optax", "(cpu)",
+    "optax first / lookax first", "optax MB/step", "lookax MB/step", "kernels o/l",
+    "kernels only in o/l", "compile s o/l (cpu)",
+]  # fmt: skip
 
-        res = run_set(
-            "instep",
-            "Lookahead(Adam) with the gradients made inside the step",
-            in_step_candidates,
-            ADAM + IN_STEP,
-        )
-        t = res.timings
-        by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
-        adam_c, la_c = by_name[ADAM + IN_STEP], by_name[LOOKAX_LA + IN_STEP]
-        in_ratio = paired_ratio(t[LOOKAX_LA + IN_STEP].wall, t[ADAM + IN_STEP].wall)
-        in_cpu = paired_ratio(t[LOOKAX_LA + IN_STEP].cpu, t[ADAM + IN_STEP].cpu)
-        goals.append(
-            [
-                tree.name,
-                "(shape check) the same, gradients made inside the step",
-                f"{in_ratio:.2f} wall, {in_cpu:.2f} cpu; bytes "
-                f"{la_c.hlo.bytes_per_step / adam_c.hlo.bytes_per_step:.2f}; temp "
-                f"+{(la_c.temp_bytes - adam_c.temp_bytes) / (4 * tree.floats):.3f} params",
-                "within 1.15" if in_ratio <= 1.15 else "above 1.15",
-            ]
-        )
-        outer_ratio = paired_ratio(t[OUTER_LA + IN_STEP].wall, t[ADAM + IN_STEP].wall)
-        goals.append(
-            [
-                tree.name,
-                "(outer path) lookahead(adam, outer=...) / adam, gradients made in the step",
-                f"{outer_ratio:.2f} wall; temp "
-                f"{temp_in_params(res, OUTER_LA + IN_STEP, ADAM + IN_STEP):+.3f} params",
-                "measured",
-            ]
-        )
 
-    if "outer" in cfg.sets and tree.large:
-        run_outer_sets(tree, goals, jc, run_set)
-
-    if "grouping" in cfg.sets:
-
-        def grouping_candidates():
-            return [
-                jc(ADAM, adam),
-                jc(PLAIN_SGD, lambda: optax.sgd(1e-3)),
-                jc(GROUPED_ADAM, lambda: grouped(adam())),
-                jc(OPTAX_FLAT, lambda: optax.flatten(adam())),
-                jc(LOOKAX_LA, lambda: lookax.lookahead(adam(), K, ALPHA), sync_period=K),
-                jc(
-                    GROUPED_LA,
-                    lambda: grouped(lookax.lookahead(adam(), K, ALPHA)),
-                    sync_period=K,
-                ),
-            ]
-
-        res = run_set("grouping", "leaf grouping", grouping_candidates, ADAM)
-        t = res.timings
-        by_name = {c.name: c.compiled for c in res.candidates if c.compiled is not None}
-        floor_s = by_name[ADAM].hlo.bytes_per_step / res.bandwidth
-        for name, floor_of in [
-            (ADAM, ADAM),
-            (GROUPED_ADAM, ADAM),
-            (PLAIN_SGD, ADAM),
-            (GROUPED_LA, LOOKAX_LA),
-        ]:
-            floor = by_name[floor_of].hlo.bytes_per_step / res.bandwidth
-            print(
-                f"{name}: {statistics.median(t[name].wall) / floor:.1f}x the bytes floor "
-                f"({floor_of}'s bytes at axpy bandwidth: {floor * 1e3:.2f} ms)"
-            )
-        print()
-        if not tree.large:
-            g_ratio = statistics.median(t[GROUPED_ADAM].wall) / floor_s
-            goals.append(
-                [
-                    tree.name,
-                    "grouped(adam) within 3x of the bytes floor",
-                    f"{g_ratio:.1f}x (optax.adam {statistics.median(t[ADAM].wall) / floor_s:.1f}x)",
-                    "met" if g_ratio <= 3.0 else "NOT met",
-                ]
-            )
-            ga, a = by_name[GROUPED_ADAM], by_name[ADAM]
-            goals.append(
-                [
-                    tree.name,
-                    "grouped(adam) compile <= optax.adam's",
-                    f"{ga.trace_lower_s + ga.compile_cpu_s:.2f} s vs "
-                    f"{a.trace_lower_s + a.compile_cpu_s:.2f} s",
-                    "met"
-                    if ga.trace_lower_s + ga.compile_cpu_s <= a.trace_lower_s + a.compile_cpu_s
-                    else "NOT met",
-                ]
-            )
-
-    if "torch" in cfg.sets:
-        if not cfg.torch:
-            print(f"### {tree.name} -- PyTorch: skipped ({torch_status})\n")
-        else:
-
-            def torch_candidates():
-                return [
-                    jc(ADAM, adam),
-                    jc(LOOKAX_ADAM, lambda: lookax.adam(1e-3)),
-                    jc(LOOKAX_LA, lambda: lookax.lookahead(adam(), K, ALPHA), sync_period=K),
-                    TorchAdam(tree, grads, lookahead=False),
-                    TorchAdam(tree, grads, lookahead=True),
-                ]
-
-            res = run_set("torch", "against PyTorch (same CPU)", torch_candidates, ADAM)
-            t = res.timings
-            for a, b in [
-                (LOOKAX_ADAM, TORCH_ADAM),
-                (LOOKAX_LA, TORCH_LA),
-                (TORCH_LA, TORCH_ADAM),
-                (LOOKAX_LA, ADAM),
-            ]:
-                print(
-                    f"{a} / {b}: {paired_ratio(t[a].wall, t[b].wall):.2f} wall, "
-                    f"{paired_ratio(t[a].cpu, t[b].cpu):.2f} cpu"
-                )
-            print()
-
-    if "pairs" in cfg.sets and tree.extras and not (tree.large or cfg.pairs_on_small):
+def pairs_set(run: TreeRun) -> None:
+    """Each lookax optimizer against its optax twin, beside an A/A control."""
+    tree = run.tree
+    if not (tree.large or run.cfg.pairs_on_small):
         print(
             f"### {tree.name} -- each lookax optimizer / its optax twin: skipped here (each "
             "2000-leaf step takes ~20 s to compile, which would double the run; "
             "--pairs-on-small runs them)\n"
         )
-    elif "pairs" in cfg.sets and tree.extras:
-        # A/A control: optax.adam compiled twice, each executable with its own arrays.
-        # On this CPU the executable compiled later can run 15-30% slower on the
-        # many-small-leaves tree, whatever it computes (an identical one included), so
-        # the control measures that creation-order bias. Where it exceeds 5%, each
-        # pair is also timed with lookax compiled first, and the pair's ratio is the
-        # geometric mean of the two orders, in which the bias cancels.
-        control_first, control_second = f"{ADAM} (compiled first)", f"{ADAM} (compiled second)"
-        controls = [jc(control_first, adam), jc(control_second, adam)]
-        timings = time_set(controls, rounds, cfg.warmup)
-        control = paired_ratio(timings[control_second].wall, timings[control_first].wall)
-        control_cpu = paired_ratio(timings[control_second].cpu, timings[control_first].cpu)
-        for c in controls:
-            c.close()
-        both_orders = abs(control - 1.0) > 0.05
-        rows = [
-            [
-                "A/A control: optax.adam compiled twice",
-                fmt(statistics.median(timings[control_first].wall) * 1e3),
-                fmt(statistics.median(timings[control_second].wall) * 1e3),
-                fmt(control),
-                fmt(control_cpu),
-                "-", "-", "-", "-", "-", "-",
-            ]
-        ]  # fmt: skip
-
-        def timed_pair(first, second, first_fn, second_fn):
-            candidates = [jc(first, first_fn), jc(second, second_fn)]
-            timings = time_set(candidates, rounds, cfg.warmup)
-            compiled = {c.name: c.compiled for c in candidates}
-            for c in candidates:
-                c.close()
-            gc.collect()
-            return timings, compiled
-
-        for label, (optax_fn, lookax_fn) in pairs().items():
-            o_name, l_name = f"optax.{label}", f"lookax.{label}"
-            timings, compiled = timed_pair(o_name, l_name, optax_fn, lookax_fn)
-            oc, lc = compiled[o_name], compiled[l_name]
-            wall = paired_ratio(timings[l_name].wall, timings[o_name].wall)
-            cpu = paired_ratio(timings[l_name].cpu, timings[o_name].cpu)
-            orders = f"{wall:.2f}"
-            o_ms = statistics.median(timings[o_name].wall) * 1e3
-            l_ms = statistics.median(timings[l_name].wall) * 1e3
-            if both_orders:
-                o2, l2 = f"{o_name} (compiled second)", f"{l_name} (compiled first)"
-                timings2, _ = timed_pair(l2, o2, lookax_fn, optax_fn)
-                wall2 = paired_ratio(timings2[l2].wall, timings2[o2].wall)
-                cpu2 = paired_ratio(timings2[l2].cpu, timings2[o2].cpu)
-                orders = f"{wall:.2f} / {wall2:.2f}"
-                wall, cpu = math.sqrt(wall * wall2), math.sqrt(cpu * cpu2)
-            bytes_ratio = lc.hlo.bytes_per_step / oc.hlo.bytes_per_step
-            same_bytes = abs(bytes_ratio - 1.0) <= 1e-3  # scalar kernels aside
-            optax_only = sum((oc.hlo.kernel_bodies - lc.hlo.kernel_bodies).values())
-            lookax_only = sum((lc.hlo.kernel_bodies - oc.hlo.kernel_bodies).values())
-            # Identical kernels run the same machine code: any time difference is noise.
-            differing = "none" if optax_only == lookax_only == 0 else f"{optax_only}/{lookax_only}"
-            rows.append(
-                [
-                    label,
-                    fmt(o_ms),
-                    fmt(l_ms),
-                    fmt(wall),
-                    fmt(cpu),
-                    orders,
-                    fmt(oc.hlo.bytes_per_step / 1e6, 1),
-                    fmt(lc.hlo.bytes_per_step / 1e6, 1),
-                    f"{oc.hlo.kernels}/{lc.hlo.kernels}",
-                    differing,
-                    f"{oc.trace_lower_s + oc.compile_cpu_s:.2f}/"
-                    f"{lc.trace_lower_s + lc.compile_cpu_s:.2f}",
-                ]
-            )
-            goals.append(
-                [
-                    tree.name,
-                    f"lookax.{label}: same bytes as optax's, time <= 1.05x",
-                    f"bytes x{bytes_ratio:.4f}, time {wall:.2f} wall, {cpu:.2f} cpu "
-                    f"(orders {orders}; A/A control {control:.2f}); kernels not in the "
-                    f"other (o/l): {differing}",
-                    "met" if same_bytes and wall <= 1.05 else "NOT met",
-                ]
-            )
-        print(f"### {tree.name} -- each lookax optimizer / its optax twin")
-        print_table(
-            [
-                "optimizer", "optax ms/step", "lookax ms/step", "lookax/optax", "(cpu)",
-                "optax first / lookax first", "optax MB/step", "lookax MB/step", "kernels o/l",
-                "kernels only in o/l", "compile s o/l (cpu)",
-            ],
-            rows,
-        )  # fmt: skip
-    for leaf in jax.tree.leaves(grads):
-        leaf.delete()
-    cache.clear()
-    gc.collect()
+        return
+    control_row, control = aa_control(run)
+    both_orders = abs(control - 1.0) > 0.05
+    rows = [control_row]
+    for label, (optax_fn, lookax_fn) in pairs().items():
+        twins = time_twins(run, label, optax_fn, lookax_fn, both_orders)
+        rows.append(twins.row(label))
+        run.goals.append(twins.goal(tree, label, control))
+    print(f"### {tree.name} -- each lookax optimizer / its optax twin")
+    print_table(PAIR_HEADERS, rows)
 
 
-def describe_machine(torch_status: str) -> None:
-    model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    mem = "?"
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/meminfo") as f:
-            mem = f"{int(f.readline().split()[1]) / 2**20:.0f} GiB"
-    thp = "?"
-    with contextlib.suppress(OSError):
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            thp = f.read().strip()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print("## Machine\n")
-    print(f"- CPU: {model}; {os.cpu_count()} logical CPUs, {usable} usable; RAM {mem}")
-    print(f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"- OS: {platform.platform()}; glibc {platform.libc_ver()[1]}; THP {thp}")
-    print(
-        f"- Python {platform.python_version()}; jax {jax.__version__}; "
-        f"jaxlib {jaxlib.__version__}; optax {optax.__version__}; numpy {np.__version__}; "
-        f"lookax {lookax.__version__}"
-    )
-    print(f"- JAX backend: {jax.default_backend()}, devices {jax.devices()}")
-    print(f"- XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    for name in ("LD_PRELOAD", "MALLOC_CONF", "GLIBC_TUNABLES"):
-        if os.environ.get(name):  # an allocator swap changes what a fresh buffer costs
-            print(f"- {name}={os.environ[name]!r}")
-    print(f"- PyTorch: {torch_status}")
-    print()
+def aa_control(run: TreeRun) -> tuple[list[str], float]:
+    """optax.adam compiled twice, each executable with its own arrays: its table row and ratio.
+
+    On this CPU the executable compiled later can run 15-30% slower on the
+    many-small-leaves tree, whatever it computes (an identical one included), so
+    the control measures that creation-order bias. Where it exceeds 5%, each pair
+    is also timed with lookax compiled first, and the pair's ratio is the geometric
+    mean of the two orders, in which the bias cancels.
+    """
+    first, second = f"{ADAM} (compiled first)", f"{ADAM} (compiled second)"
+    timings, _ = run.timed_pair(first, second, adam, adam)
+    control = paired_ratio(timings[second].wall, timings[first].wall)
+    control_cpu = paired_ratio(timings[second].cpu, timings[first].cpu)
+    row = [
+        "A/A control: optax.adam compiled twice",
+        fmt(statistics.median(timings[first].wall) * 1e3),
+        fmt(statistics.median(timings[second].wall) * 1e3),
+        fmt(control),
+        fmt(control_cpu),
+        "-", "-", "-", "-", "-", "-",
+    ]  # fmt: skip
+    return row, control
 
 
-def main(argv: list[str] | None = None) -> int:
+class Twins(NamedTuple):
+    """A lookax optimizer timed beside its optax twin."""
+
+    optax_ms: float
+    lookax_ms: float
+    wall: float  # lookax / optax; where both orders were timed, their geometric mean
+    cpu: float
+    orders: str  # the wall ratio in each order timed
+    optax: CompiledStep
+    lookax: CompiledStep
+
+    @property
+    def kernels_apart(self) -> str:
+        """Kernels only one of the two has (optax/lookax), or "none"."""
+        optax_only = sum((self.optax.hlo.kernel_bodies - self.lookax.hlo.kernel_bodies).values())
+        lookax_only = sum((self.lookax.hlo.kernel_bodies - self.optax.hlo.kernel_bodies).values())
+        # Identical kernels run the same machine code: any time difference is noise.
+        return "none" if optax_only == lookax_only == 0 else f"{optax_only}/{lookax_only}"
+
+    def row(self, label: str) -> list[str]:
+        oc, lc = self.optax, self.lookax
+        return [
+            label,
+            fmt(self.optax_ms),
+            fmt(self.lookax_ms),
+            fmt(self.wall),
+            fmt(self.cpu),
+            self.orders,
+            fmt(oc.hlo.bytes_per_step / 1e6, 1),
+            fmt(lc.hlo.bytes_per_step / 1e6, 1),
+            f"{oc.hlo.kernels}/{lc.hlo.kernels}",
+            self.kernels_apart,
+            f"{oc.compile_s:.2f}/{lc.compile_s:.2f}",
+        ]
+
+    def goal(self, tree: Tree, label: str, control: float) -> list[str]:
+        bytes_ratio = self.lookax.hlo.bytes_per_step / self.optax.hlo.bytes_per_step
+        same_bytes = abs(bytes_ratio - 1.0) <= 1e-3  # scalar kernels aside
+        return [
+            tree.name,
+            f"lookax.{label}: same bytes as optax's, time <= 1.05x",
+            f"bytes x{bytes_ratio:.4f}, time {self.wall:.2f} wall, {self.cpu:.2f} cpu "
+            f"(orders {self.orders}; A/A control {control:.2f}); kernels not in the "
+            f"other (o/l): {self.kernels_apart}",
+            "met" if same_bytes and self.wall <= 1.05 else "NOT met",
+        ]
+
+
+def time_twins(
+    run: TreeRun, label: str, optax_fn: Callable, lookax_fn: Callable, both_orders: bool
+) -> Twins:
+    """optax's then lookax's ``label`` timed side by side; with ``both_orders``, also reversed."""
+    o_name, l_name = f"optax.{label}", f"lookax.{label}"
+    timings, compiled = run.timed_pair(o_name, l_name, optax_fn, lookax_fn)
+    wall = paired_ratio(timings[l_name].wall, timings[o_name].wall)
+    cpu = paired_ratio(timings[l_name].cpu, timings[o_name].cpu)
+    orders = f"{wall:.2f}"
+    if both_orders:
+        o2, l2 = f"{o_name} (compiled second)", f"{l_name} (compiled first)"
+        timings2, _ = run.timed_pair(l2, o2, lookax_fn, optax_fn)
+        wall2 = paired_ratio(timings2[l2].wall, timings2[o2].wall)
+        cpu2 = paired_ratio(timings2[l2].cpu, timings2[o2].cpu)
+        orders = f"{wall:.2f} / {wall2:.2f}"
+        wall, cpu = math.sqrt(wall * wall2), math.sqrt(cpu * cpu2)
+    o_ms = statistics.median(timings[o_name].wall) * 1e3
+    l_ms = statistics.median(timings[l_name].wall) * 1e3
+    return Twins(o_ms, l_ms, wall, cpu, orders, compiled[o_name], compiled[l_name])
+
+
+def parse_config(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny trees, under a minute")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
@@ -1375,7 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also time each lookax optimizer against optax's on the many-small-leaves tree",
     )
     args = parser.parse_args(argv)
-    cfg = Config(
+    return Config(
         quick=args.quick,
         torch=not args.no_torch,
         rounds=args.rounds or (2 if args.quick else 8),
@@ -1385,20 +1120,25 @@ def main(argv: list[str] | None = None) -> int:
         pairs_on_small=args.pairs_on_small,
         only_outer=args.only_outer,
     )
-    torch_status = "not used (--no-torch)"
-    threads = None
-    if cfg.torch:
-        try:
-            import torch
-        except ImportError:
-            cfg.torch = False
-            torch_status = "not installed: PyTorch comparison skipped (pip install torch)"
-        else:
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-            torch.set_num_threads(threads)
-            torch_status = (
-                f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}"
-            )
+
+
+def set_up_torch(cfg: Config) -> str:
+    """PyTorch on every usable core, where it is installed and wanted; what the report says."""
+    if not cfg.torch:
+        return "not used (--no-torch)"
+    try:
+        import torch
+    except ImportError:
+        cfg.torch = False
+        return "not installed: PyTorch comparison skipped (pip install torch)"
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    torch.set_num_threads(threads)
+    return f"torch {torch.__version__}, torch.get_num_threads() = {torch.get_num_threads()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(argv)
+    torch_status = set_up_torch(cfg)
     print("# lookax step-time benchmark\n")
     print(f"command: python benchmarks/step_time.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print(

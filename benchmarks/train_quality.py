@@ -8,7 +8,7 @@ variance). This script puts those claims to a small, fully reproducible test:
 
 - data: MNIST-1D (Greydanus 2020), generated offline by ``mnist1d``'s
   ``make_dataset()`` (4000 train / 1000 test sequences of length 40);
-- model: a small 1-D CNN (``lookax._mnist1d.CNN1D``, 8,010 parameters);
+- model: a small 1-D CNN (``lookax.mnist1d.CNN1D``, 8,010 parameters);
 - inner optimizers: SGD with momentum 0.9, Adam, RAdam, Lion (lookax's), each
   alone and inside ``lookax.lookahead`` with (k, alpha) = (5, 0.5), (5, 0.8),
   (10, 0.5); a learning-rate grid spanning 100x per optimizer;
@@ -39,20 +39,31 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+# The shared modules beside this file, also when a test loads it by path.
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-import lookax
-from lookax import _mnist1d
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from _measure import (  # noqa: E402
+    argument_parser,
+    command_line,
+    compile_and_run,
+    mean_and_se,
+    mean_pm_std,
+)
+
+import lookax  # noqa: E402
+from lookax.mnist1d import Dataset, load_mnist1d, make_train_run  # noqa: E402
 
 BASES: dict[str, tuple[str, Callable[[Any], optax.GradientTransformation], list[float]]] = {
     "sgd_momentum": (
@@ -86,11 +97,7 @@ class Settings:
 
 
 def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
-    parser = argparse.ArgumentParser(
-        prog="python benchmarks/train_quality.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argument_parser("train_quality.py", __doc__)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -112,7 +119,7 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Setting
     )
     parser.add_argument(
         "--output-dir",
-        default=os.path.dirname(os.path.abspath(__file__)),
+        default=HERE,
         help="where the markdown, plots and JSON go",
     )
     args = parser.parse_args(argv)
@@ -160,14 +167,14 @@ def run_group(
     base: Callable[[Any], optax.GradientTransformation],
     lookahead: bool,
     hparams: dict[str, np.ndarray],
-    data: _mnist1d.Dataset,
+    data: Dataset,
     settings: Settings,
 ) -> tuple[dict[str, np.ndarray], float, float]:
     """Runs every (hparams row, seed) of one optimizer family in one compiled call.
 
     Returns metrics ``[rows, seeds, evals]``, the compile time and the run time.
     """
-    run = _mnist1d.make_train_run(
+    run = make_train_run(
         _make_tx(base, lookahead),
         data,
         num_steps=settings.steps,
@@ -177,16 +184,11 @@ def run_group(
     seed_keys = jnp.stack([jax.random.key(seed) for seed in range(settings.seeds)])
     batched = jax.jit(jax.vmap(jax.vmap(run, in_axes=(None, 0)), in_axes=(0, None)))
     hparams = {key: jnp.asarray(value) for key, value in hparams.items()}
-    start = time.perf_counter()
-    compiled = batched.lower(hparams, seed_keys).compile()
-    compile_time = time.perf_counter() - start
-    start = time.perf_counter()
-    metrics = jax.device_get(jax.block_until_ready(compiled(hparams, seed_keys)))
-    return metrics, compile_time, time.perf_counter() - start
+    return compile_and_run(batched, hparams, seed_keys)
 
 
 def run_all(settings: Settings) -> dict[str, Any]:
-    data = _mnist1d.load_mnist1d()
+    data = load_mnist1d()
     results: dict[str, Any] = {}
     for base_name in settings.bases:
         label, base, grid = BASES[base_name]
@@ -257,9 +259,9 @@ def paired(diff: np.ndarray) -> tuple[float, float]:
     """Mean and standard error of per-seed paired differences."""
     diff = np.asarray(diff, np.float64)
     diff = diff[np.isfinite(diff)]
-    if len(diff) < 2:
-        return float(np.mean(diff)) if len(diff) else float("nan"), float("nan")
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    if not len(diff):
+        return float("nan"), float("nan")
+    return mean_and_se(diff)
 
 
 def verdict(mean: float, se: float, *, higher_is_better: bool = True) -> str:
@@ -313,8 +315,7 @@ def claims(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _pm(values: np.ndarray, digits: int = 1) -> str:
-    values = np.asarray(values, np.float64)
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1) if len(values) > 1 else 0:.{digits}f}"
+    return mean_pm_std(values, digits)
 
 
 def _signed(mean_se: tuple[float, float], digits: int = 2) -> str:
@@ -349,9 +350,21 @@ def markdown(
     wall_time: float,
     figures: tuple[str, str],
 ) -> str:
-    variant_names = [v for v, _, _ in VARIANTS]
     out = ["## Training quality (MNIST-1D)", ""]
-    out += [
+    out += _setup_lines(settings, command, wall_time, figures)
+    out += _per_lr_tables(results, summary)
+    out += _best_lr_table(results, summary, settings)
+    out += _paired_table(results, claim_rows)
+    out += ["", "### Reading", ""]
+    out += reading(results, summary, claim_rows, settings)
+    return "\n".join(out) + "\n"
+
+
+def _setup_lines(
+    settings: Settings, command: str, wall_time: float, figures: tuple[str, str]
+) -> list[str]:
+    """What was run (data, model, optimizers, seeds, measures), the command and the figures."""
+    return [
         "Does Lookahead do on a small, fully reproducible benchmark what its paper (Zhang, Lucas, "
         "Hinton, Ba 2019) says it does? MNIST-1D (Greydanus 2020; 4000 training / 1000 test "
         "sequences, generated offline by `mnist1d.make_dataset()`), a 1-D CNN of 8,010 "
@@ -374,9 +387,12 @@ def markdown(
         "",
         f"![curves at the best learning rate]({figures[1]})",
         "",
-        "### Test accuracy (%), mean ± std over seeds",
-        "",
     ]
+
+
+def _per_lr_tables(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
+    """Final test accuracy and wobble at every learning rate, a column per variant."""
+    variant_names = [v for v, _, _ in VARIANTS]
 
     def accuracy_cell(entry: dict[str, np.ndarray], i: int) -> str:
         cell = _pm(entry["final_acc"][i])
@@ -388,6 +404,7 @@ def markdown(
         stab = entry["stability"][i]
         return "diverged" if np.isnan(stab).all() else f"{np.nanmean(stab):.2f}"
 
+    out = ["### Test accuracy (%), mean ± std over seeds", ""]
     out += _per_lr_table(results, summary, variant_names, accuracy_cell)
     out += ["", "Bold: the best learning rate of each column.", ""]
     out += [
@@ -396,8 +413,14 @@ def markdown(
     ]
     out += _per_lr_table(results, summary, variant_names, wobble_cell)
     out.append("")
+    return out
 
-    out += [
+
+def _best_lr_table(
+    results: dict[str, Any], summary: dict[str, Any], settings: Settings
+) -> list[str]:
+    """Each (optimizer, variant) at its best learning rate: accuracy, spread, wobble, loss."""
+    out = [
         "### Best learning rate per optimizer",
         "",
         "| optimizer | variant | best lr | test acc (%) | across-seed std | wobble (pp) "
@@ -405,7 +428,7 @@ def markdown(
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for base_name, result in results.items():
-        for v in variant_names:
+        for v, _, _ in VARIANTS:
             entry = summary[base_name][v]
             i = best_lr_index(entry)
             out.append(
@@ -415,14 +438,17 @@ def markdown(
                 f"| {np.exp(np.log(entry['early_loss'][i]).mean()):.3g} "
                 f"| {np.exp(np.log(entry['final_loss'][i]).mean()):.3g} |"
             )
-    out += [
+    return out + [
         "",
         f"Training loss: on 1000 fixed training sequences, geometric mean over seeds, *early* "
         f"at step {(settings.early_eval + 1) * settings.eval_every}.",
         "",
     ]
 
-    out += [
+
+def _paired_table(results: dict[str, Any], claim_rows: list[dict[str, Any]]) -> list[str]:
+    """The per-seed differences behind the claims, Lookahead minus its inner optimizer."""
+    out = [
         "### Paired differences, Lookahead minus the inner optimizer alone",
         "",
         "Mean ± standard error over seeds of per-seed differences; a difference counts when it "
@@ -442,9 +468,7 @@ def markdown(
             f"| {_signed(row['grid_acc'])} | {_signed(row['best_stab'])} "
             f"| {_signed(row['grid_stab'])} | {_signed(row['early_loss'])} |"
         )
-    out += ["", "### Reading", ""]
-    out += reading(results, summary, claim_rows, settings)
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _tally(claim_rows: list[dict[str, Any]], key: str, higher_is_better: bool) -> dict[str, int]:
@@ -479,60 +503,84 @@ def reading(
     claim_rows: list[dict[str, Any]],
     settings: Settings,
 ) -> list[str]:
-    """The reading, generated from the statistics so that it always matches them."""
-    n = len(claim_rows)
-    alone_name = VARIANTS[0][0]
-    lines = [
-        f"Each claim is checked on {n} (inner optimizer, Lookahead setting) pairs with "
-        f"{settings.seeds} paired seeds; a pair counts only beyond two standard errors. A claim "
-        "is *reproduced* when Lookahead is better in at least half of the pairs and worse in "
-        "none, *partly reproduced* when better in more pairs than worse, else *not reproduced*.",
-        "",
-    ]
-    verdicts = {}
+    """The reading, generated from the statistics so that it always matches them.
 
-    best = _tally(claim_rows, "best_acc", True)
-    verdicts["better final accuracy"] = _claim_verdict(best, n)
-    lines.append(
-        f"- **Better final accuracy at a tuned learning rate**: "
-        f"{verdicts['better final accuracy']}. Lookahead better in "
-        f"{best['Lookahead better']}/{n}, worse in {best['Lookahead worse']}/{n}, no clear "
-        f"difference in {best['no clear difference']}/{n}. Better: "
+    A line of verdicts, then each claim's bullet (its verdict, counts and where it
+    holds), the across-seed spread and the caveats.
+    """
+    claimed = {  # claim: (verdict, its bullet)
+        "better final accuracy": _accuracy_claim(claim_rows, results),
+        "robustness to the learning rate": _robustness_claim(results, summary, claim_rows),
+        "settling instead of wobbling": _settling_claim(claim_rows, results),
+        "faster early progress": _early_progress_claim(claim_rows, settings),
+        "insensitivity to k and α": _insensitivity_claim(results, summary, settings),
+    }
+    summary_line = "; ".join(f"{claim}: **{v}**" for claim, (v, _) in claimed.items())
+    return [
+        f"In short: {summary_line}.",
+        "",
+        f"Each claim is checked on {len(claim_rows)} (inner optimizer, Lookahead setting) pairs "
+        f"with {settings.seeds} paired seeds; a pair counts only beyond two standard errors. A "
+        "claim is *reproduced* when Lookahead is better in at least half of the pairs and worse "
+        "in none, *partly reproduced* when better in more pairs than worse, else *not "
+        "reproduced*.",
+        "",
+        *(bullet for _, bullet in claimed.values()),
+        *_spread_lines(results, summary, settings),
+        "",
+        "Caveats: one small data set and model, a constant learning rate (no schedule), "
+        f"{settings.steps} steps; the best learning rate is picked on the test accuracy it is "
+        "reported with (the same for every configuration); the paper's experiments are CIFAR, "
+        "ImageNet and language models with tuned schedules.",
+    ]
+
+
+def _counted(
+    claim_rows: list[dict[str, Any]], key: str, higher_is_better: bool
+) -> tuple[dict[str, int], str]:
+    """The pairs' verdicts on ``key``, counted, and the claim's verdict from the counts."""
+    counts = _tally(claim_rows, key, higher_is_better)
+    return counts, _claim_verdict(counts, len(claim_rows))
+
+
+def _counts_text(
+    counts: dict[str, int], n: int, better: str = "better", worse: str = "worse"
+) -> str:
+    return (
+        f"Lookahead {better} in {counts['Lookahead better']}/{n}, {worse} in "
+        f"{counts['Lookahead worse']}/{n}, no clear difference in "
+        f"{counts['no clear difference']}/{n}"
+    )
+
+
+def _alone_and_first_lookahead(variants: dict[str, Any]) -> tuple[dict, dict]:
+    """The inner optimizer alone, and inside the first Lookahead setting (k=5, α=0.5)."""
+    return variants[VARIANTS[0][0]], variants[VARIANTS[1][0]]
+
+
+def _accuracy_claim(claim_rows: list[dict[str, Any]], results: dict[str, Any]) -> tuple[str, str]:
+    best, verdict = _counted(claim_rows, "best_acc", True)
+    return verdict, (
+        f"- **Better final accuracy at a tuned learning rate**: {verdict}. "
+        f"{_counts_text(best, len(claim_rows))}. Better: "
         f"{_which(claim_rows, 'best_acc', 'Lookahead better', results)}. Worse: "
         f"{_which(claim_rows, 'best_acc', 'Lookahead worse', results)}."
     )
 
-    grid = _tally(claim_rows, "grid_acc", True)
-    verdicts["robustness to the learning rate"] = _claim_verdict(grid, n)
-    edges, shifts, pattern, rescues = [], [], True, True
-    for base_name, variants in summary.items():
-        alone = variants[alone_name]
-        la = variants[VARIANTS[1][0]]
-        # Per learning rate: the Lookahead settings' mean accuracy minus alone's.
-        delta = np.mean(
-            [variants[v]["final_acc"].mean(-1) for v, _, _ in VARIANTS[1:]], axis=0
-        ) - alone["final_acc"].mean(-1)
-        lrs = results[base_name]["lrs"]
-        label = results[base_name]["label"]
-        gain, loss = int(np.argmax(delta)), int(np.argmin(delta))
-        pattern &= bool(delta[gain] > 0 > delta[loss] and gain > loss)
-        alone_mean = alone["final_acc"].mean(-1)
-        rescues &= bool(alone_mean[gain] < alone_mean.max() - 10)
-        edges.append(
-            f"{label} {delta[gain]:+.1f} pp at lr {lrs[gain]:g}, {delta[loss]:+.1f} pp at lr "
-            f"{lrs[loss]:g}"
-        )
-        shifts.append(f"{label} {lrs[best_lr_index(alone)]:g} -> {lrs[best_lr_index(la)]:g}")
+
+def _robustness_claim(
+    results: dict[str, Any], summary: dict[str, Any], claim_rows: list[dict[str, Any]]
+) -> tuple[str, str]:
+    grid, verdict = _counted(claim_rows, "grid_acc", True)
+    edges, shifts, pattern, rescues = _learning_rate_pattern(results, summary)
     per_setting = []
     for v, _, _ in VARIANTS[1:]:
         deltas = [r["grid_acc"][0] for r in claim_rows if r["variant"] == v]
         per_setting.append(f"{v} {np.mean(deltas):+.1f} pp")
-    lines.append(
-        f"- **Robustness to the inner learning rate**: "
-        f"{verdicts['robustness to the learning rate']}. Accuracy averaged over the grid: "
-        f"Lookahead better in {grid['Lookahead better']}/{n}, worse in "
-        f"{grid['Lookahead worse']}/{n}, no clear difference in "
-        f"{grid['no clear difference']}/{n}; mean gain per setting over the inner optimizers: "
+    return verdict, (
+        f"- **Robustness to the inner learning rate**: {verdict}. Accuracy averaged over the "
+        f"grid: {_counts_text(grid, len(claim_rows))}; mean gain per setting over the inner "
+        "optimizers: "
         + ", ".join(per_setting)
         + ". Where it comes from (the three Lookahead settings averaged, minus alone; the "
         "learning rates of largest gain and largest loss): "
@@ -556,30 +604,65 @@ def reading(
         + "."
     )
 
-    stab = _tally(claim_rows, "best_stab", False)
+
+def _learning_rate_pattern(
+    results: dict[str, Any], summary: dict[str, Any]
+) -> tuple[list[str], list[str], bool, bool]:
+    """Where over the grid Lookahead gains and loses, per inner optimizer.
+
+    Returns the learning rates of largest gain and largest loss (the three Lookahead
+    settings averaged, minus alone), the best learning rate alone -> with Lookahead,
+    whether every gain lies at a larger learning rate than the loss, and whether
+    every gain is where the inner optimizer alone breaks down.
+    """
+    edges, shifts, pattern, rescues = [], [], True, True
+    for base_name, variants in summary.items():
+        alone, la = _alone_and_first_lookahead(variants)
+        # Per learning rate: the Lookahead settings' mean accuracy minus alone's.
+        delta = np.mean(
+            [variants[v]["final_acc"].mean(-1) for v, _, _ in VARIANTS[1:]], axis=0
+        ) - alone["final_acc"].mean(-1)
+        lrs = results[base_name]["lrs"]
+        label = results[base_name]["label"]
+        gain, loss = int(np.argmax(delta)), int(np.argmin(delta))
+        pattern &= bool(delta[gain] > 0 > delta[loss] and gain > loss)
+        alone_mean = alone["final_acc"].mean(-1)
+        rescues &= bool(alone_mean[gain] < alone_mean.max() - 10)
+        edges.append(
+            f"{label} {delta[gain]:+.1f} pp at lr {lrs[gain]:g}, {delta[loss]:+.1f} pp at lr "
+            f"{lrs[loss]:g}"
+        )
+        shifts.append(f"{label} {lrs[best_lr_index(alone)]:g} -> {lrs[best_lr_index(la)]:g}")
+    return edges, shifts, pattern, rescues
+
+
+def _settling_claim(claim_rows: list[dict[str, Any]], results: dict[str, Any]) -> tuple[str, str]:
+    n = len(claim_rows)
+    stab, verdict = _counted(claim_rows, "best_stab", False)
     stab_grid = _tally(claim_rows, "grid_stab", False)
-    verdicts["settling instead of wobbling"] = _claim_verdict(stab, n)
-    lines.append(
-        f"- **Settling instead of wobbling** (lower variance late in training): "
-        f"{verdicts['settling instead of wobbling']}. Wobble at the best lr: Lookahead lower "
-        f"in {stab['Lookahead better']}/{n}, higher in {stab['Lookahead worse']}/{n}, no clear "
-        f"difference in {stab['no clear difference']}/{n}; averaged over the grid: lower in "
+    return verdict, (
+        f"- **Settling instead of wobbling** (lower variance late in training): {verdict}. "
+        f"Wobble at the best lr: {_counts_text(stab, n, 'lower', 'higher')}; averaged over "
+        "the grid: lower in "
         f"{stab_grid['Lookahead better']}/{n}, higher in {stab_grid['Lookahead worse']}/{n}. "
         "Lower at the best lr: "
         f"{_which(claim_rows, 'best_stab', 'Lookahead better', results, False)}. Higher: "
         f"{_which(claim_rows, 'best_stab', 'Lookahead worse', results, False)}."
     )
 
-    early = _tally(claim_rows, "early_loss", False)
-    verdicts["faster early progress"] = _claim_verdict(early, n)
-    lines.append(
-        f"- **Faster early progress** (lower training loss early on): "
-        f"{verdicts['faster early progress']}. Training loss at step "
-        f"{(settings.early_eval + 1) * settings.eval_every}, each at its best lr: Lookahead "
-        f"lower in {early['Lookahead better']}/{n}, higher in {early['Lookahead worse']}/{n}, "
-        f"no clear difference in {early['no clear difference']}/{n}."
+
+def _early_progress_claim(claim_rows: list[dict[str, Any]], settings: Settings) -> tuple[str, str]:
+    early, verdict = _counted(claim_rows, "early_loss", False)
+    return verdict, (
+        f"- **Faster early progress** (lower training loss early on): {verdict}. Training loss "
+        f"at step {(settings.early_eval + 1) * settings.eval_every}, each at its best lr: "
+        f"{_counts_text(early, len(claim_rows), 'lower', 'higher')}."
     )
 
+
+def _insensitivity_claim(
+    results: dict[str, Any], summary: dict[str, Any], settings: Settings
+) -> tuple[str, str]:
     spreads, insensitive = [], True
     for base_name, variants in summary.items():
         accs = [
@@ -598,44 +681,36 @@ def reading(
             f"{results[base_name]['label']} {max(accs) - min(accs):.2f} pp "
             f"(across-seed std {seed_std:.2f} pp)"
         )
-    verdicts["insensitivity to k and α"] = (
-        "reproduced at the best learning rate" if insensitive else "not reproduced"
-    )
-    lines.append(
-        f"- **Insensitivity to k and α**: {verdicts['insensitivity to k and α']}. Criterion: "
-        "for every inner optimizer, the range of best-lr accuracy over the three (k, α) "
-        "settings is within twice the across-seed standard deviation. Ranges: "
+    verdict = "reproduced at the best learning rate" if insensitive else "not reproduced"
+    return verdict, (
+        f"- **Insensitivity to k and α**: {verdict}. Criterion: for every inner optimizer, the "
+        "range of best-lr accuracy over the three (k, α) settings is within twice the "
+        "across-seed standard deviation. Ranges: "
         + "; ".join(spreads)
         + ". Over the whole grid the settings differ: see the mean gains per setting above."
     )
 
+
+def _spread_lines(
+    results: dict[str, Any], summary: dict[str, Any], settings: Settings
+) -> list[str]:
+    """The across-seed standard deviation at the best lr, alone and with Lookahead."""
+    if settings.seeds < 2:
+        return []
     ratio = []
     for base_name, variants in summary.items():
-        alone = variants[alone_name]
-        la = variants[VARIANTS[1][0]]
-        if settings.seeds > 1:
-            ratio.append(
-                f"{results[base_name]['label']} "
-                f"{alone['final_acc'][best_lr_index(alone)].std(ddof=1):.2f} -> "
-                f"{la['final_acc'][best_lr_index(la)].std(ddof=1):.2f} pp"
-            )
-    if ratio:
-        lines.append(
-            "- **Across-seed spread** at the best lr, alone -> LA k=5 α=0.5: "
-            + "; ".join(ratio)
-            + f". Indicative only: with {settings.seeds} seeds a standard deviation is itself "
-            f"uncertain by about ±{100 / np.sqrt(2 * (settings.seeds - 1)):.0f}%."
+        alone, la = _alone_and_first_lookahead(variants)
+        ratio.append(
+            f"{results[base_name]['label']} "
+            f"{alone['final_acc'][best_lr_index(alone)].std(ddof=1):.2f} -> "
+            f"{la['final_acc'][best_lr_index(la)].std(ddof=1):.2f} pp"
         )
-    summary_line = "; ".join(f"{claim}: **{v}**" for claim, v in verdicts.items())
-    lines = [f"In short: {summary_line}.", ""] + lines
-    lines += [
-        "",
-        "Caveats: one small data set and model, a constant learning rate (no schedule), "
-        f"{settings.steps} steps; the best learning rate is picked on the test accuracy it is "
-        "reported with (the same for every configuration); the paper's experiments are CIFAR, "
-        "ImageNet and language models with tuned schedules.",
+    return [
+        "- **Across-seed spread** at the best lr, alone -> LA k=5 α=0.5: "
+        + "; ".join(ratio)
+        + f". Indicative only: with {settings.seeds} seeds a standard deviation is itself "
+        f"uncertain by about ±{100 / np.sqrt(2 * (settings.seeds - 1)):.0f}%."
     ]
-    return lines
 
 
 def plots(results, summary, settings, paths: tuple[str, str]) -> None:
@@ -807,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             skip = True
             continue
         shown.append(arg)
-    command = shlex.join(["python", "benchmarks/train_quality.py", *shown])
+    command = command_line("train_quality.py", shown)
     results, wall_time = _load_cache(args.cache, settings) if args.cache else (None, None)
     if results is None:
         start = time.perf_counter()

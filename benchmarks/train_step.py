@@ -29,7 +29,7 @@ d_model 256, 4 heads, sequence 128, vocabulary 1024, batch 8), each with
 ``lookax.lookahead(inner, sync_period=5, slow_step_size=0.5)``.
 
 The two compiled steps of a pair are timed side by side with
-``step_time.time_set``: interleaved round-robin (forward, then backward), each
+``_measure.time_set``: interleaved round-robin (forward, then backward), each
 sample being ``K = 5`` consecutive steps (one Lookahead sync period, so every
 sample holds exactly one sync), warm-up rounds dropped; the ratio is the median
 over rounds of the ratio measured in that round, printed with a 95% interval of
@@ -42,7 +42,7 @@ machine single rounds scatter by 15% or more; the goal line says for how many
 pairs the interval settles the goal either way.
 
 Beside the times, for each candidate: a fresh ``jax.jit``'s trace+lower time
-and compile CPU time, the bytes the step moves (``step_time.hlo_stats``, the
+and compile CPU time, the bytes the step moves (``_measure.hlo_stats``, the
 sync branch weighted 1/K: a noise-free view of what Lookahead adds),
 ``memory_analysis()`` (argument, output, alias and temp bytes; the temp
 difference is what Lookahead costs in memory beyond its slow weights, which are
@@ -65,6 +65,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# The shared modules beside this file, also when a test or another benchmark loads it by path.
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
@@ -73,20 +74,20 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import linen as nn  # noqa: E402
-from step_time import (  # noqa: E402
-    ALPHA,
-    SEED,
+from _measure import (  # noqa: E402
     Candidate,
-    K,
+    CompiledStep,
     Timing,
+    compile_step,
     describe_machine,
+    extra_temp_in_params,
     fmt,
-    hlo_stats,
     paired_ratio,
     print_table,
     time_set,
 )
+from flax import linen as nn  # noqa: E402
+from step_time import ALPHA, SEED, K  # noqa: E402
 
 import lookax  # noqa: E402
 
@@ -269,41 +270,6 @@ def train_step_fn(spec: ModelSpec, tx: optax.GradientTransformation) -> Callable
     return step
 
 
-@dataclasses.dataclass
-class CompiledStep:
-    executable: Any
-    trace_lower_s: float
-    compile_cpu_s: float
-    memory: Any  # executable.memory_analysis()
-    bytes_per_step: float  # hlo_stats: the sync branch weighted 1/K
-
-    @property
-    def compile_s(self) -> float:
-        return self.trace_lower_s + self.compile_cpu_s
-
-
-def compile_step(
-    step: Callable, params: Any, opt_state: Any, batch: Any, options: dict | None
-) -> CompiledStep:
-    # A fresh jax.jit per candidate: nothing is shared with another candidate's compile.
-    jitted = jax.jit(step, donate_argnums=(0, 1))
-    wall0 = time.perf_counter()
-    lowered = jitted.trace(params, opt_state, batch).lower()
-    wall1, cpu1 = time.perf_counter(), time.process_time()
-    executable = lowered.compile(compiler_options=options)
-    cpu2 = time.process_time()
-    cost = executable.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    stats = hlo_stats(executable.as_text(), float(cost.get("bytes accessed", math.nan)), K)
-    return CompiledStep(
-        executable=executable,
-        trace_lower_s=wall1 - wall0,
-        compile_cpu_s=cpu2 - cpu1,
-        memory=executable.memory_analysis(),
-        bytes_per_step=stats.bytes_per_step,
-    )
-
-
 class TrainStep(Candidate):
     """One model's training step with one optimizer, on its own params and state."""
 
@@ -314,12 +280,14 @@ class TrainStep(Candidate):
         self.batch = spec.batch
         self.params = jax.device_put(spec.host_params)  # a fresh buffer per leaf (donated)
         self.opt_state = tx.init(self.params)
-        step = train_step_fn(spec, tx)
-        self.step = compile_step(step, self.params, self.opt_state, self.batch, options)
+        # A fresh jax.jit per candidate: nothing is shared with another candidate's compile.
+        jitted = jax.jit(train_step_fn(spec, tx), donate_argnums=(0, 1))
+        args = (self.params, self.opt_state, self.batch)
+        self.compiled = compile_step(jitted, args, K, compiler_options=options)
         self.loss = math.nan
 
     def run(self, n: int) -> None:
-        params, opt_state, step = self.params, self.opt_state, self.step.executable
+        params, opt_state, step = self.params, self.opt_state, self.compiled.executable
         for _ in range(n):
             params, opt_state, loss = step(params, opt_state, self.batch)
         jax.block_until_ready((params, opt_state))
@@ -394,13 +362,11 @@ class PairResult:
 
     @property
     def bytes_ratio(self) -> float:
-        return self.steps[LOOKAHEAD].bytes_per_step / self.steps[PLAIN].bytes_per_step
+        return self.steps[LOOKAHEAD].hlo.bytes_per_step / self.steps[PLAIN].hlo.bytes_per_step
 
     @property
     def temp_diff(self) -> int:
-        return self.steps[LOOKAHEAD].memory.temp_size_in_bytes - (
-            self.steps[PLAIN].memory.temp_size_in_bytes
-        )
+        return self.steps[LOOKAHEAD].temp_bytes - self.steps[PLAIN].temp_bytes
 
 
 def progress(message: str) -> None:
@@ -419,13 +385,13 @@ def measure_pair(
         TrainStep(LOOKAHEAD, spec, lookahead(inner()), options),
     ]
     progress(f"{label}: timing {warmup} warm-up + {rounds} rounds of {K} steps each")
-    timings = time_set(candidates, rounds, warmup)
+    timings = time_set(candidates, rounds, warmup, K)
     result = PairResult(
         model=spec,
         inner=inner_name,
         params_bytes=tree_bytes(candidates[0].params),
         timings=timings,
-        steps={c.name: c.step for c in candidates},
+        steps={c.name: c.compiled for c in candidates},
         losses={c.name: c.loss for c in candidates},
     )
     for c in candidates:
@@ -502,22 +468,22 @@ def print_memory_table(results: list[PairResult]) -> None:
     ]  # fmt: skip
     rows = []
     for r in results:
-        plain_temp = r.steps[PLAIN].memory.temp_size_in_bytes
+        plain = r.steps[PLAIN]
         for name in (PLAIN, LOOKAHEAD):
-            s, m = r.steps[name], r.steps[name].memory
+            s = r.steps[name]
             rows.append(
                 [
                     r.model.name,
                     r.inner,
                     name,
                     mb(r.params_bytes),
-                    mb(m.argument_size_in_bytes),
-                    mb(m.output_size_in_bytes),
-                    mb(m.alias_size_in_bytes),
-                    mb(m.temp_size_in_bytes),
-                    mb(m.temp_size_in_bytes - plain_temp),
-                    fmt((m.temp_size_in_bytes - plain_temp) / r.params_bytes),
-                    mb(s.bytes_per_step),
+                    mb(s.argument_bytes),
+                    mb(s.output_bytes),
+                    mb(s.alias_bytes),
+                    mb(s.temp_bytes),
+                    mb(s.temp_bytes - plain.temp_bytes),
+                    fmt(extra_temp_in_params(s, plain, r.params_bytes)),
+                    mb(s.hlo.bytes_per_step),
                     fmt(r.losses[name], 3),
                 ]
             )

@@ -29,7 +29,10 @@ def _run_benchmark(script: str, *args: str, timeout: int = 300) -> subprocess.Co
     )
 
 
+# The script's one run serves both its smoke check and the compiled-program rows: a split
+# would run it twice (pytest -n 2 may give the two halves to different workers).
 @pytest.mark.slow
+@pytest.mark.compiler("bounds the conds, kernels and temporary bytes the compiled rows print")
 def test_step_time_quick_prints_its_tables():
     result = _run_benchmark("step_time.py", "--quick", "--no-torch")
     out = result.stdout
@@ -171,6 +174,7 @@ def _table_after(text: str, header: str) -> list[list[str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.compiler("counts the all-reduces (and their bytes) in the compiled HLO's table")
 def test_replicas_quick_writes_its_table(tmp_path):
     # 13 compiled training programs (the option and fault rows included): a few minutes
     result = _run_benchmark("replicas.py", "--quick", "--out", str(tmp_path), timeout=900)

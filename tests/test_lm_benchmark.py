@@ -52,6 +52,7 @@ def test_split_is_disjoint_non_empty_and_deterministic(lm):
 
 
 @pytest.mark.slow
+@pytest.mark.compiler("compares the bytes all-reduced per step, read from the compiled HLO")
 def test_quick_run_has_every_available_row(lm, tmp_path):
     env = dict(os.environ)
     env.pop("JAX_ENABLE_X64", None)
