@@ -135,81 +135,46 @@ def lookahead(
     - Off a sync the updates are the inner updates bitwise and the slow weights
       never change, NaN params included; at a sync, NaN propagates as in the paper.
 
-    ``inner_state_on_sync``: ``'keep'`` (the paper); ``'reset'`` (``inner.init``
-    of the new params after every sync: its counters, bias correction and
-    schedules restart); ``'interpolate'`` (every params-shaped floating part of
-    the inner state moves like the weights, :math:`s \leftarrow s_{\mathrm{sync}}
-    + \alpha (s - s_{\mathrm{sync}})`, counters continue).
-
-    The outer path (``outer=`` or ``replica_axis=``: SlowMo, DiLoCo, Streaming
-    DiLoCo; :func:`lookax.diloco`, :func:`lookax.slowmo`): the slow step
-    becomes any optax transformation of the pseudo-gradient
-    :math:`\Delta = \phi - (\theta + u)`, :math:`\phi \leftarrow \phi +
-    \mathrm{outer}(\Delta)`, and replicas of a mapped axis average :math:`\Delta`
-    with one all-reduce inside the sync branch (``outer=optax.sgd(alpha)`` is
-    plain Lookahead). Start replicas with :func:`lookax.stack_replicas`, keep
-    Lookahead's counters shared (:func:`lookax.replica_axes`), never average
-    gradients over the replica axis. Its options: ``sync_delay=1`` takes the
-    outer step at the call after the sync, so the inner updates never cross a
-    ``cond`` (plain Lookahead's price); ``drop_nonfinite`` leaves non-finite
-    replicas out (:func:`lookax.replica_health`); ``communication_dtype``;
-    ``fragments``. How each works and what it costs: ``docs/design.md`` and
-    ``docs/replicas.md``.
+    The outer path (``outer=`` or ``replica_axis=``; :func:`lookax.diloco`,
+    :func:`lookax.slowmo`): the slow step becomes any optax transformation of the
+    pseudo-gradient :math:`\Delta = \phi - (\theta + u)`,
+    :math:`\phi \leftarrow \phi + \mathrm{outer}(\Delta)`, with :math:`\Delta`
+    averaged over the replicas of a mapped axis by one all-reduce inside the sync
+    branch. How it runs and what it costs: ``docs/design.md``; replicas, faults and
+    fragments step by step: ``docs/replicas.md``.
 
     Args:
-      inner: the inner ("fast") optimizer. Extra arguments given to ``update``
-        are passed on to it. Gradient accumulation goes outside, so that
-        Lookahead counts real steps, not micro-batches:
-        ``optax.MultiSteps(lookax.lookahead(inner, ...), every_k_schedule=n)``
-        (an ``optax.MultiSteps`` as ``inner`` raises ``ValueError``).
-      sync_period: k, an integer >= 1 (any integer dtype).
-      slow_step_size: alpha in [0, 1], or an optax schedule evaluated at the
-        step count (the number of ``update`` calls so far, 0-based, as optax
-        schedules are). Default 0.5; not allowed together with ``outer``.
-      inner_state_on_sync: ``'keep'``, ``'reset'`` or ``'interpolate'``.
+      inner: the inner ("fast") optimizer; extra ``update`` arguments are passed
+        on. Gradient accumulation goes outside, so that Lookahead counts real
+        steps: ``optax.MultiSteps(lookax.lookahead(inner, ...), n)``.
+      sync_period: k, an integer >= 1.
+      slow_step_size: alpha in [0, 1], or an optax schedule of the step count.
+        Default 0.5; not allowed together with ``outer``.
+      inner_state_on_sync: ``'keep'`` (the paper), ``'reset'`` (``inner.init``
+        of the new params after every sync) or ``'interpolate'`` (the inner
+        state's params-shaped parts move like the weights, counters continue).
       slow_dtype: precision of the slow weights; ``None`` keeps each param's
-        dtype (complex params get the complex dtype of the precision). A wider
-        one (``jnp.float32`` over bf16 params) keeps unrounded slow weights,
-        written during the sync call: the inner updates are then materialized
-        every step (this option's cost). Read them with ``slow_params(state,
-        params, keep_slow_dtype=True)``.
+        dtype. A wider one (``jnp.float32`` over bf16 params) keeps unrounded
+        slow weights: ``slow_params(state, params, keep_slow_dtype=True)``.
       outer: an optax transformation for the slow step, applied at each sync
-        to the (replica-averaged) pseudo-gradient; ``None``: alpha's SGD step.
-      replica_axis: the name of the mapped axis the replicas live on, or
-        ``None`` (no replicas). An axis that is not mapped where ``update`` is
-        traced raises ``ValueError``.
-      sync_delay: ``0`` (the exact outer step at the sync call; the inner
-        updates are materialized every step) or ``1`` (the overlapped outer step
-        at the next call, which returns :math:`u + (\phi' - \theta)`). Outer
-        path only.
+        to the (replica-averaged) pseudo-gradient; ``None``: alpha's step.
+      replica_axis: the name of the mapped axis the replicas live on, or ``None``.
+      sync_delay: ``0`` (the outer step at the sync call) or ``1`` (at the next
+        call, which returns :math:`u + (\phi' - \theta)`: plain Lookahead's price).
       drop_nonfinite: leave a replica whose pseudo-gradient is not finite out of
-        the average, ``psum(where(ok, delta, 0)) / psum(ok)`` (none finite: no
-        outer step), re-initialize its inner state and count it (``None``: on).
-        ``False``: a NaN reaches every replica at the next sync. Outer path only.
-      communication_dtype: a floating dtype to all-reduce the pseudo-gradient
-        in (``jnp.bfloat16`` halves the bytes), or ``None`` (the slow weights'
-        dtype); without replicas it only rounds it. Outer path only.
-      fragments: Streaming DiLoCo's fragments; fragment ``i`` (0-based) syncs
-        at calls ``c`` (1-based) with ``c % k == (i + 1) * k // F % k``, k
-        divisible by F. ``1``; an int F (the leaves, in ``jax.tree.leaves`` order, in F
-        contiguous groups of about equal element count: a leaf goes to fragment
-        ``floor(F * m / n)``, m being the number of elements before it plus half
-        its own and n the total, then each boundary moves just enough that no
-        fragment is empty); a tree of fragment ids ``0 .. F-1`` with the params'
-        structure or a prefix of it (e.g. one id per block); or a callable
-        ``params -> such a tree``. Outer path only; not with
-        ``inner_state_on_sync='reset'`` (the inner state's counters are shared
-        by every leaf).
+        the average, re-initialize its inner state and count it
+        (:func:`lookax.replica_health`); ``None``: on.
+      communication_dtype: a floating dtype to all-reduce the pseudo-gradient in
+        (``jnp.bfloat16`` halves the bytes), or ``None`` (the slow weights').
+      fragments: Streaming DiLoCo: ``1``, an int F (contiguous groups of leaves
+        of about equal size), a tree of fragment ids ``0 .. F-1`` (the params'
+        structure or a prefix), or a callable ``params -> such a tree``; fragment
+        ``i`` syncs at calls ``c`` with ``c % k == (i + 1) * k // F % k``.
 
-    The outer path needs ``sync_delay`` and ``fragments`` static: under
-    ``optax.inject_hyperparams`` name them in ``static_args``.
-
-    Concrete ``sync_period`` and ``slow_step_size`` (Python, NumPy or concrete
-    JAX scalars) are validated here: a value of the wrong type (a float or a
-    string for ``sync_period``) raises ``TypeError``, a bad value (``sync_period=0``,
-    ``slow_step_size=1.5``) ``ValueError``, naming the argument. Traced values (e.g.
-    from ``optax.inject_hyperparams`` under ``jit``) cannot be checked and are used
-    as given.
+    ``sync_delay`` to ``fragments`` apply to the outer path only; it needs
+    ``sync_delay`` and ``fragments`` static (``optax.inject_hyperparams(...,
+    static_args=("sync_delay", "fragments"))``). Bad concrete arguments raise
+    ``TypeError`` (a wrong type) or ``ValueError`` (a bad value) naming them.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
