@@ -131,7 +131,13 @@ from _measure import (  # noqa: E402
 )
 
 import lookax  # noqa: E402
-from lookax.mnist1d import CNN1D, Dataset, load_mnist1d  # noqa: E402
+from lookax.mnist1d import (  # noqa: E402
+    Dataset,
+    host_batch_indices,
+    init_params,
+    load_mnist1d,
+    loss_and_accuracy,
+)
 
 AXIS = "replica"
 REPLICAS = 4
@@ -141,7 +147,6 @@ WEIGHT_DECAY = 1e-2  # lookax.adamw's default (PyTorch's)
 SLOWMO_PERIOD = 12  # lookax.slowmo's default (fairscale's)
 LOOKAHEAD_K, LOOKAHEAD_ALPHA = 5, 0.5  # the Lookahead paper's default
 
-MODEL = CNN1D()  # lookax.mnist1d's 1-D CNN: 8,010 float32 parameters
 SEQUENCE_LENGTH = 40  # MNIST-1D's
 
 # Method kinds: (label, replicas, per-replica batch, gradients averaged every step).
@@ -284,24 +289,9 @@ def make_tx(
 # ----------------------------------------------------------------------------
 
 
-def init_params(key: jax.Array) -> Any:
-    return MODEL.init(key, jnp.zeros((1, SEQUENCE_LENGTH), jnp.float32))
-
-
-def loss_and_accuracy(params: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    logits = MODEL.apply(params, x)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-    return loss, (logits.argmax(-1) == y).mean()
-
-
 def batch_indices(rng: np.random.Generator, num_train: int, steps: int) -> np.ndarray:
     """``[steps, GLOBAL_BATCH]`` training-sequence indices: a fresh permutation each epoch."""
-    per_epoch = num_train // GLOBAL_BATCH
-    epochs = -(-steps // per_epoch)
-    perms = np.stack(
-        [rng.permutation(num_train)[: per_epoch * GLOBAL_BATCH] for _ in range(epochs)]
-    )
-    return perms.reshape(epochs * per_epoch, GLOBAL_BATCH)[:steps].astype(np.int32)
+    return host_batch_indices(rng, num_train, GLOBAL_BATCH, steps)
 
 
 # ----------------------------------------------------------------------------

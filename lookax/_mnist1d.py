@@ -141,12 +141,14 @@ MODEL = CNN1D()
 
 
 def init_params(key: jax.Array, model: nn.Module = MODEL, length: int = 40) -> Any:
+    """The model's initial variables for sequences of ``length`` (Flax's ``model.init``)."""
     return model.init(key, jnp.zeros((1, length), jnp.float32))
 
 
 def loss_and_accuracy(
     params: Any, x: jax.Array, y: jax.Array, model: nn.Module = MODEL
 ) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy and accuracy of ``model`` on the batch ``(x, y)``."""
     logits = cast(jax.Array, model.apply(params, x))  # apply returns Any | (Any, state)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     accuracy = (logits.argmax(-1) == y).mean()
@@ -166,7 +168,10 @@ def batch_indices(key: jax.Array, num_train: int, batch_size: int, num_steps: in
 def host_batch_indices(
     rng: np.random.Generator, num_train: int, batch_size: int, num_steps: int
 ) -> np.ndarray:
-    """As :func:`batch_indices`, drawn on the host with NumPy (nothing to compile)."""
+    """Minibatch indices ``[num_steps, batch_size]``, a fresh permutation each epoch, on the host.
+
+    Drawn with NumPy, so nothing is compiled; ``rng`` makes them reproducible.
+    """
     per_epoch = num_train // batch_size
     epochs = -(-num_steps // per_epoch)
     perms = np.stack([rng.permutation(num_train)[: per_epoch * batch_size] for _ in range(epochs)])

@@ -10,7 +10,9 @@ A small, fast classification task for trying optimizers on a CPU in seconds:
   ``(hparams, seed_key)``, to ``jax.vmap`` over seeds and hyperparameters and
   ``jax.jit``; Lookahead runs are evaluated on their slow weights
   (:func:`lookax.slow_params`); :func:`make_segment` is its piece between two
-  evaluations, and says what it measures.
+  evaluations, and says what it measures;
+- :func:`init_params`, :func:`loss_and_accuracy` and :func:`host_batch_indices`:
+  the pieces for a loop of one's own (the replicas benchmark builds its own).
 
 It needs the ``[demo]`` extra (``pip install 'lookax[demo]'``: Flax and
 ``mnist1d``), and is not imported by ``import lookax``::
@@ -22,6 +24,24 @@ It needs the ``[demo]`` extra (``pip install 'lookax[demo]'``: Flax and
 
 from __future__ import annotations
 
-from lookax._mnist1d import CNN1D, Dataset, load_mnist1d, make_segment, make_train_run
+from lookax._mnist1d import (
+    CNN1D,
+    Dataset,
+    host_batch_indices,
+    init_params,
+    load_mnist1d,
+    loss_and_accuracy,
+    make_segment,
+    make_train_run,
+)
 
-__all__ = ["CNN1D", "Dataset", "load_mnist1d", "make_segment", "make_train_run"]
+__all__ = [
+    "CNN1D",
+    "Dataset",
+    "host_batch_indices",
+    "init_params",
+    "load_mnist1d",
+    "loss_and_accuracy",
+    "make_segment",
+    "make_train_run",
+]

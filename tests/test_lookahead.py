@@ -512,18 +512,6 @@ def test_update_without_params_raises():
         tx.update(jnp.ones(3), state)
 
 
-def test_mismatched_structures_raise_naming_the_mismatch():
-    tx = lookax.lookahead(optax.sgd(0.1))
-    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
-    state = tx.init(params)
-    with pytest.raises(ValueError, match="updates and params"):
-        tx.update({"a": jnp.ones(3)}, state, params)
-    with pytest.raises(ValueError, match=r"\['b'\] has shape \(4,\) in updates"):
-        tx.update({"a": jnp.ones(3), "b": jnp.ones(4)}, state, params)
-    with pytest.raises(ValueError, match="state.lagging_slow"):
-        tx.update({"c": jnp.ones(3)}, state, {"c": jnp.ones(3)})
-
-
 def test_integer_params_are_rejected():
     tx = lookax.lookahead(optax.sgd(0.1))
     with pytest.raises(TypeError, match=r"\['steps'\] has dtype int32"):
